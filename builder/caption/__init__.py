@@ -1,0 +1,1 @@
+"""Captioning (BLIP) and caption text rules."""

@@ -1,0 +1,11 @@
+"""Subcommands of launch.py. Each module here has ``register(subparsers)`` and ``run(args)``.
+
+A command is listed only once it works end to end.
+"""
+
+from __future__ import annotations
+
+COMMANDS: list[str] = [
+    "weights",
+    "doctor",
+]

@@ -1,0 +1,273 @@
+"""The one typed configuration of a run.
+
+Every default is written here once. A TOML file overrides the defaults section by
+section, and command-line flags (or ``--set section.key=value``) override the file.
+Unknown keys are errors that name the key and the closest valid one, because a typo
+in a threshold should never be silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from builder.errors import ConfigError
+
+
+@dataclass
+class PathsConfig:
+    source: list[str] = field(default_factory=list)  # source photos or folders of the new face
+    donors: str = ""  # folder of donor photos
+    out: str = ""  # run folder: img/, reg/, model/, log/, manifest, TOMLs
+    reg: str = ""  # optional folder of regularisation images
+    sd_scripts: str = ""  # kohya sd-scripts checkout
+    base_model: str = ""  # SD 1.5-family .safetensors/.ckpt file or diffusers folder
+
+
+@dataclass
+class CharacterConfig:
+    trigger: str = "ohwx"
+    class_word: str = "woman"
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    random_weights: bool = False  # real architectures, seeded random weights: plumbing checks only
+    seed: int = 0
+    weights_dir: str = ""  # empty: $LORA_BUILDER_WEIGHTS or ~/.cache/lora-builder
+    max_pixels: int = 60_000_000  # larger images are rejected instead of exhausting memory
+
+
+@dataclass
+class FacesConfig:
+    detector: Literal["insightface", "dlib"] = "insightface"
+    insightface_pack: Literal["antelopev2", "buffalo_l"] = "antelopev2"
+    det_size: int = 640
+    det_threshold: float = 0.5
+    donor_face: Literal["largest", "consistent"] = "largest"
+    judge: Literal["insightface", "dlib"] = "insightface"  # recognition net that scores identity
+
+
+@dataclass
+class SwapConfig:
+    generator: Literal["G_unet_1block", "G_unet_2blocks", "G_unet_3blocks"] = "G_unet_2blocks"
+    mouth: bool = True
+    mouth_dilate: int = 9  # px in the 512 crop
+    mouth_feather: int = 11  # px in the 512 crop
+    restorer: Literal["codeformer", "gfpgan", "none"] = "codeformer"
+    codeformer_w: float = 0.7
+    parser: Literal["bisenet", "parsenet"] = "bisenet"
+    paste_mask: Literal["parsing", "box"] = "parsing"
+    batch_size: int = 8
+
+
+@dataclass
+class QualityConfig:
+    min_det_score: float = 0.6
+    min_face_px: int = 96  # shorter side of the donor face box
+    max_blur_drop: float = 0.35  # reject if the result's Laplacian variance falls below this share of the donor's
+    min_source_similarity: float = 0.35
+    max_donor_similarity: float = 0.80
+    max_yaw: float = 60.0
+    max_pitch: float = 40.0
+    dedup_hamming: int = 6
+    keep: int = 0  # 0 keeps everything that passes
+
+
+@dataclass
+class CaptionConfig:
+    backend: Literal["blip", "lavis", "none"] = "blip"
+    model: str = "Salesforce/blip-image-captioning-large"
+    batch_size: int = 8
+    beams: int = 3
+    sampling: bool = False
+    top_p: float = 0.9
+    min_length: int = 5
+    max_length: int = 75
+    mode: Literal["skip", "overwrite", "prefix-only"] = "skip"
+    extension: Literal[".txt", ".caption"] = ".txt"
+    separator: str = ", "
+    order: list[str] = field(default_factory=lambda: ["trigger", "class", "caption", "tags"])
+    strip_words: list[str] = field(default_factory=list)
+    extra_tags: list[str] = field(default_factory=list)
+    max_tokens: int = 75
+
+
+@dataclass
+class KohyaConfig:
+    preset: str = "character_sd15"
+    target_steps: int = 1600
+    epochs: int = 10
+    batch_size: int = 1
+    resolution: int = 512
+    network_dim: int = 32
+    network_alpha: int = 16
+    learning_rate: float = 1e-4
+    unet_lr: float = 1e-4
+    text_encoder_lr: float = 5e-5
+    optimizer: str = "AdamW8bit"
+    mixed_precision: str = "fp16"
+    attention: Literal["sdpa", "xformers", "none"] = "sdpa"
+    reg_repeats: int = 1
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 25
+    guidance: float = 7.0
+    width: int = 512
+    height: int = 512
+    seeds: list[int] = field(default_factory=lambda: [1, 2])
+    identity_threshold: float = 0.4
+
+
+@dataclass
+class Config:
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    character: CharacterConfig = field(default_factory=CharacterConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    faces: FacesConfig = field(default_factory=FacesConfig)
+    swap: SwapConfig = field(default_factory=SwapConfig)
+    quality: QualityConfig = field(default_factory=QualityConfig)
+    caption: CaptionConfig = field(default_factory=CaptionConfig)
+    kohya: KohyaConfig = field(default_factory=KohyaConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+
+
+def _closest(name: str, valid: typing.Iterable[str]) -> str:
+    match = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.0)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check (and, for strings from the command line, convert) one value against its type."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key} = {value!r} is not one of {', '.join(map(repr, args))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arg in args:
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is list:
+        (item,) = args
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(f"{key} must be a list, got {value!r}")
+        return [_coerce(v, item, key) for v in value]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be an integer, got {value!r}")
+        try:
+            if isinstance(value, str) or (isinstance(value, float) and value.is_integer()):
+                return int(value)
+        except ValueError:
+            pass
+        if isinstance(value, int):
+            return value
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if hint is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} must be a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} must be a number, got {value!r}") from None
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key} must be a string, got {value!r}")
+        return value
+    if hint is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"{key} must be empty, got {value!r}")
+    raise ConfigError(f"{key}: unsupported type {hint}")
+
+
+def _section_types(section_cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(section_cls)
+
+
+def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None:
+    sections = {f.name: f for f in dataclasses.fields(Config)}
+    if section not in sections:
+        raise ConfigError(f"{origin}: unknown section [{section}]{_closest(section, sections)}")
+    target = getattr(cfg, section)
+    hints = _section_types(type(target))
+    if key not in hints:
+        raise ConfigError(f"{origin}: unknown key '{section}.{key}'{_closest(key, hints)}")
+    setattr(target, key, _coerce(value, hints[key], f"{origin}: {section}.{key}"))
+
+
+def from_dict(data: dict[str, Any], origin: str = "config", base: Config | None = None) -> Config:
+    """Build a Config from nested dicts ({section: {key: value}}), checking every key."""
+    cfg = dataclasses.replace(base) if base is not None else Config()
+    if base is not None:
+        for f in dataclasses.fields(Config):
+            setattr(cfg, f.name, dataclasses.replace(getattr(base, f.name)))
+    for section, values in data.items():
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"{origin}: '{section}' must be a [section] table{_closest(section, [f.name for f in dataclasses.fields(Config)])}"
+            )
+        for key, value in values.items():
+            _apply(cfg, section, key, value, origin)
+    return cfg
+
+
+def load_toml(path: Path, base: Config | None = None) -> Config:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return from_dict(data, origin=str(path), base=base)
+
+
+def apply_overrides(cfg: Config, overrides: dict[str, Any], origin: str = "command line") -> Config:
+    """Apply dotted overrides ({'swap.restorer': 'gfpgan'}); None values mean 'not given'."""
+    nested: dict[str, dict[str, Any]] = {}
+    for dotted, value in overrides.items():
+        if value is None:
+            continue
+        if "." not in dotted:
+            raise ConfigError(f"{origin}: override '{dotted}' must look like section.key=value")
+        section, key = dotted.split(".", 1)
+        nested.setdefault(section, {})[key] = value
+    return from_dict(nested, origin=origin, base=cfg)
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    """Parse repeated ``--set section.key=value`` arguments."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} must look like section.key=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)

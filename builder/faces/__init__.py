@@ -1,0 +1,1 @@
+"""Faces: detection, landmarks, identity embeddings, and the alignment geometry."""

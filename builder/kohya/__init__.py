@@ -1,0 +1,1 @@
+"""Everything kohya sd-scripts reads: the folder layout, the dataset and training TOMLs."""

@@ -1,0 +1,1 @@
+"""Network architectures (written here, parameter names matching the official checkpoints) and their loaders."""

@@ -1,0 +1,1 @@
+"""The fused swap -> mouth -> restore -> paste pass."""
