@@ -14,7 +14,10 @@ import numpy as np
 
 class Swapper(Protocol):
     crop_size: int  # side of the square crop the generator takes
-    template: np.ndarray  # (5, 2) float: where the 5 landmarks sit in that crop
+
+    def alignment(self, kps: np.ndarray) -> np.ndarray:
+        """(5, 2) image landmarks -> (2, 3) affine from the image into this swapper's crop."""
+        ...
 
     def embed_source(self, crops: np.ndarray) -> np.ndarray:
         """(N, crop, crop, 3) aligned source crops -> (N, 512) raw identity vectors of the swapper's own ArcFace."""

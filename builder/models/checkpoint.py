@@ -1,0 +1,67 @@
+"""Loading official checkpoints strictly, and seeded random weights for --random-weights.
+
+A checkpoint that does not match the architecture must fail with the file name and
+the offending keys, not load half the weights and produce noise.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from builder.errors import CheckpointError
+
+
+def read_state_dict(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
+    """Read a torch checkpoint; ``key`` picks the sub-dict the official file keeps weights in (e.g. params_ema)."""
+    path = Path(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a corrupt or foreign file
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from None
+    if key is not None:
+        if not isinstance(obj, dict) or key not in obj:
+            found = ", ".join(sorted(obj)) if isinstance(obj, dict) else type(obj).__name__
+            raise CheckpointError(f"{path}: expected a '{key}' entry, found {found}")
+        obj = obj[key]
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
+    return obj
+
+
+def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Path | str) -> nn.Module:
+    """Copy ``state_dict`` into ``model``, naming every missing, unexpected or misshapen key."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    misshapen = [
+        f"{k} (file {tuple(state_dict[k].shape)}, model {tuple(v.shape)})"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("misshapen keys", misshapen)):
+        if keys:
+            shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise CheckpointError(f"{path}: does not match {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+    return model
+
+
+def randomize(model: nn.Module, seed: int) -> nn.Module:
+    """Re-initialise every parameter from a fixed seed so --random-weights runs are repeatable."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.ndim >= 2:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen) / max(fan_in, 1) ** 0.5)
+            elif name.endswith("weight"):
+                p.fill_(1.0)
+            else:
+                p.zero_()
+    return model
