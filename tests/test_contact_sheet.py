@@ -1,0 +1,70 @@
+"""Contact sheets: grid size from the count, cells in order, labels drawn, atomic write."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from builder.contact_sheet import (
+    BACKGROUND,
+    FONT,
+    LABEL_LINES,
+    _font_scale,
+    _wrap,
+    grid_shape,
+    line_height,
+    write_contact_sheet,
+)
+
+
+@pytest.mark.parametrize(
+    ("n", "cols", "rows"), [(1, 1, 1), (2, 2, 1), (5, 3, 2), (9, 3, 3), (10, 4, 3), (43, 7, 7), (70, 8, 9)]
+)
+def test_grid_shape(n: int, cols: int, rows: int) -> None:
+    assert grid_shape(n) == (cols, rows)
+
+
+def test_sheet_of_real_photos_has_the_documented_size(donor_photos, tmp_path) -> None:
+    items = [(p, p.name) for p in donor_photos[:5]]
+    out = write_contact_sheet(items, tmp_path / "contact_sheet.png", thumb=128)
+    sheet = cv2.imread(str(out))
+    assert sheet is not None
+    cols, rows = grid_shape(5)
+    assert sheet.shape == (rows * (128 + LABEL_LINES * line_height(128)), cols * 128, 3)
+    # The one empty cell (5 pictures in a 3x2 grid) is plain background.
+    cell_h = 128 + LABEL_LINES * line_height(128)
+    assert (sheet[cell_h:, 2 * 128 :] == BACKGROUND).all()
+    assert [p.name for p in tmp_path.iterdir()] == ["contact_sheet.png"]  # no temp file left
+
+
+def test_cells_follow_item_order_and_labels_are_drawn(tmp_path) -> None:
+    colours = [(0, 0, 255), (0, 255, 0), (255, 0, 0), (0, 255, 255)]
+    items = [(np.full((40, 60, 3), c, np.uint8), f"reject {i}: blurry") for i, c in enumerate(colours)]
+    items[3] = (items[3][0], "")
+    out = write_contact_sheet(items, tmp_path / "rejects.png", thumb=64)
+    sheet = cv2.imread(str(out))
+    cell_h = 64 + LABEL_LINES * line_height(64)
+    for i, colour in enumerate(colours):
+        y0, x0 = (i // 2) * cell_h, (i % 2) * 64
+        assert tuple(int(v) for v in sheet[y0 + 32, x0 + 32]) == colour
+        # 60x40 letterboxed into 64x64: the top rows are background.
+        assert tuple(int(v) for v in sheet[y0 + 2, x0 + 32]) == BACKGROUND
+        strip = sheet[y0 + 64 : y0 + cell_h, x0 : x0 + 64]
+        has_text = bool((strip != BACKGROUND).any())
+        assert has_text == (i != 3)
+
+
+def test_long_labels_wrap_into_two_lines_that_fit() -> None:
+    scale = _font_scale(128)
+    label = "TaylorSwift104_with_a_very_long_name.jpeg near-duplicate of TaylorSwift105.jpeg and more words"
+    lines = _wrap(label, 122, scale)
+    assert len(lines) == LABEL_LINES
+    assert lines[-1].endswith("...")
+    assert all(cv2.getTextSize(t, FONT, scale, 1)[0][0] <= 122 for t in lines)
+    assert _wrap("kept", 122, scale) == ["kept"]
+
+
+def test_empty_sheet_writes_nothing(tmp_path) -> None:
+    assert write_contact_sheet([], tmp_path / "none.png") is None
+    assert not (tmp_path / "none.png").exists()
