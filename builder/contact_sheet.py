@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from builder.io import load_image, write_image
+from builder.quality.decide import Assessment
 
 LABEL_LINES = 2
 BACKGROUND = (32, 32, 32)
@@ -109,3 +110,24 @@ def write_contact_sheet(
         return None
     write_image(Path(out_path), render_contact_sheet(items, thumb, max_pixels))
     return Path(out_path)
+
+
+KEPT_SHEET = "contact_sheet.png"
+REJECTS_SHEET = "contact_sheet_rejects.png"
+
+
+def write_quality_sheets(
+    pictures: list[tuple[Path, Assessment]], out_dir: Path, thumb: int = 256, max_pixels: int = 60_000_000
+) -> tuple[Path | None, Path | None]:
+    """``contact_sheet.png`` of the kept pictures (labelled with name and combined score)
+    and ``contact_sheet_rejects.png`` of the rest (labelled with name and reasons).
+
+    ``pictures`` pairs each assessment with the file to show: the result, or the donor
+    photo where no result was made. A sheet with nothing on it is not written.
+    """
+    kept = [(p, f"{a.name} {a.combined:.2f}") for p, a in pictures if a.decision.kept]
+    rejected = [(p, f"{a.name}: {'; '.join(a.decision.reasons)}") for p, a in pictures if not a.decision.kept]
+    return (
+        write_contact_sheet(kept, Path(out_dir) / KEPT_SHEET, thumb, max_pixels),
+        write_contact_sheet(rejected, Path(out_dir) / REJECTS_SHEET, thumb, max_pixels),
+    )

@@ -6,6 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
+from builder.config import QualityConfig
 from builder.contact_sheet import (
     BACKGROUND,
     FONT,
@@ -15,7 +16,9 @@ from builder.contact_sheet import (
     grid_shape,
     line_height,
     write_contact_sheet,
+    write_quality_sheets,
 )
+from builder.quality import Scores, assess
 
 
 @pytest.mark.parametrize(
@@ -68,3 +71,19 @@ def test_long_labels_wrap_into_two_lines_that_fit() -> None:
 def test_empty_sheet_writes_nothing(tmp_path) -> None:
     assert write_contact_sheet([], tmp_path / "none.png") is None
     assert not (tmp_path / "none.png").exists()
+
+
+def test_quality_sheets_split_kept_and_rejected(tmp_path) -> None:
+    q = QualityConfig()
+    pictures = []
+    for i in range(7):
+        scores = Scores(det_score=0.9, face_px=200.0 if i < 5 else 20.0, blur_ratio=1.0)
+        pictures.append((np.full((50, 50, 3), 40 * i, np.uint8), assess(f"{i:04d}.png", scores, q)))
+    kept, rejects = write_quality_sheets(pictures, tmp_path, thumb=48)
+    cell_h = 48 + LABEL_LINES * line_height(48)
+    assert cv2.imread(str(kept)).shape == (2 * cell_h, 3 * 48, 3)  # 5 kept: 3 x 2
+    assert cv2.imread(str(rejects)).shape == (cell_h, 2 * 48, 3)  # 2 rejected: 2 x 1
+    assert (kept.name, rejects.name) == ("contact_sheet.png", "contact_sheet_rejects.png")
+    only_kept = tmp_path / "only_kept"
+    assert write_quality_sheets(pictures[:5], only_kept, thumb=48)[1] is None
+    assert not (only_kept / "contact_sheet_rejects.png").exists()

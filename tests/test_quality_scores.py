@@ -102,7 +102,7 @@ def test_all_failures_are_listed_and_unmeasured_scores_are_not_judged() -> None:
 
 
 def test_combined_score_formula() -> None:
-    s = good_scores(source_similarity=0.6, blur_result=1000.0, face_px=256.0, det_score=0.9, yaw=45.0, pitch=0.0)
+    s = good_scores(source_similarity=0.6, blur_result=10**3.5, face_px=256.0, det_score=0.9, yaw=45.0, pitch=0.0)
     assert combined_score(s) == pytest.approx(0.45 * 0.6 + 0.20 * 1.0 + 0.10 * 0.5 + 0.10 * 0.9 + 0.15 * 0.5)
     assert combined_score(Scores(face_found=False)) == 0.0
     assert combined_score(good_scores(source_similarity=0.7)) > combined_score(good_scores())

@@ -64,8 +64,8 @@ def decide(scores: Scores, q: QualityConfig) -> Decision:
 
 
 def _sharpness(blur: float | None) -> float:
-    # log scale: a Laplacian variance of 10 (mush) gives 0, 1000 (crisp) gives 1.
-    return 0.0 if not blur else min(1.0, max(0.0, (math.log10(blur) - 1.0) / 2.0))
+    # log scale: a Laplacian variance of about 30 (mush) gives 0, about 3000 (crisp) gives 1.
+    return 0.0 if not blur else min(1.0, max(0.0, (math.log10(blur) - 1.5) / 2.0))
 
 
 def combined_score(scores: Scores) -> float:
@@ -74,7 +74,7 @@ def combined_score(scores: Scores) -> float:
         0.45 * identity + 0.20 * sharpness + 0.10 * size + 0.10 * detection + 0.15 * frontal
 
     identity  = judge cosine of the result to the source, clipped to [0, 1];
-    sharpness = (log10(Laplacian variance of the result face) - 1) / 2, clipped to [0, 1];
+    sharpness = (log10(Laplacian variance of the result face) - 1.5) / 2, clipped to [0, 1];
     size      = min(1, face_px / 512);
     detection = detector confidence of the donor face;
     frontal   = (1 - |yaw| / 90) * (1 - |pitch| / 90), clipped to [0, 1].
