@@ -1,19 +1,32 @@
 """Registry of every model file the product uses, and the one cache folder they live in.
 
-TODO(foundation helper): fill in REGISTRY with the official facts, fetch with resume,
-checksum verification. The API below (WeightSpec, REGISTRY, cache_dir, weight_path,
-require) is what the model loaders call; keep it.
+Model loaders call ``require(name, cfg.runtime.weights_dir)``: it returns the cached file
+(the pack FOLDER for insightface zips, the snapshot folder for Hugging Face repos) or
+raises MissingWeightError naming the file, its URL and the exact path to put it by hand.
+``require`` only checks that the file is there: test fixtures put random-weight
+checkpoints under the official names, and the loaders' strict key/shape checks catch a
+wrong file. Checksums are verified when a file is downloaded (``builder.fetch``) and by
+``launch.py weights --verify``; the result is remembered in ``.verified.json`` so
+listing the cache stays fast.
+
+Every size and sha256 below was read from a public source named in the comment beside
+it; where none could be read here the value is None and the listing says "unknown".
 """
 
 from __future__ import annotations
 
+import difflib
+import hashlib
+import json
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from builder.errors import MissingWeightError
+from builder.errors import BuilderError, MissingWeightError
 
 ENV_VAR = "LORA_BUILDER_WEIGHTS"
+VERIFIED_FILE = ".verified.json"
 
 
 @dataclass(frozen=True)
@@ -27,9 +40,122 @@ class WeightSpec:
     purpose: str
     kind: str = "file"  # file | zip | hf
     subdir: str = ""  # folder inside the cache
+    members: tuple[str, ...] = ()  # zip: the .onnx files a usable pack must hold
+    optional: bool = False  # not fetched unless named (or --all)
 
 
-REGISTRY: dict[str, WeightSpec] = {}
+_SBER = "https://github.com/sberbank-ai/sber-swap/releases/download"
+_INSIGHTFACE = "https://github.com/deepinsight/insightface/releases/download/v0.7"
+_GHOST_LICENSE = "Apache-2.0 (ai-forever/ghost LICENSE)"
+_INSIGHTFACE_LICENSE = "insightface models: non-commercial research only"
+_SPECS = [
+    # GHOST generators and identity net. URLs: ai-forever/ghost download_models.sh
+    # (sber-swap-v2.0 and arcface releases). No published size or sha256 found: unknown.
+    WeightSpec(
+        "ghost_unet_1block", "G_unet_1block.pth", f"{_SBER}/sber-swap-v2.0/G_unet_1block.pth",
+        None, None, _GHOST_LICENSE, "GHOST AEI-Net generator, 1 AAD block", subdir="ghost",
+    ),
+    WeightSpec(
+        "ghost_unet_2blocks", "G_unet_2blocks.pth", f"{_SBER}/sber-swap-v2.0/G_unet_2blocks.pth",
+        None, None, _GHOST_LICENSE, "GHOST AEI-Net generator, 2 AAD blocks (default)",
+        subdir="ghost",
+    ),
+    WeightSpec(
+        "ghost_unet_3blocks", "G_unet_3blocks.pth", f"{_SBER}/sber-swap-v2.0/G_unet_3blocks.pth",
+        None, None, _GHOST_LICENSE, "GHOST AEI-Net generator, 3 AAD blocks", subdir="ghost",
+    ),
+    WeightSpec(
+        "ghost_arcface", "backbone.pth", f"{_SBER}/arcface/backbone.pth",
+        None, None, _GHOST_LICENSE, "GHOST identity encoder (iresnet100, 512-d)", subdir="ghost",
+    ),
+    # GHOST's own `antelope` detector pack (ghost download_models.sh). antelopev2 below holds
+    # the same SCRFD-10G detector, so these are optional. The antelopev2 copies are
+    # 16,923,827 B / sha256 5838f7fe... (scrfd) and 4ab1d643... (glintr100), but nothing
+    # here shows that GHOST's release files are byte-identical: unknown.
+    WeightSpec(
+        "ghost_antelope_scrfd", "scrfd_10g_bnkps.onnx", f"{_SBER}/antelope/scrfd_10g_bnkps.onnx",
+        None, None, _INSIGHTFACE_LICENSE, "GHOST's SCRFD-10G detector (antelope pack)",
+        subdir="ghost/antelope", optional=True,
+    ),
+    WeightSpec(
+        "ghost_antelope_glintr100", "glintr100.onnx", f"{_SBER}/antelope/glintr100.onnx",
+        None, None, _INSIGHTFACE_LICENSE, "GHOST's glintr100 recognition net (antelope pack)",
+        subdir="ghost/antelope", optional=True,
+    ),
+    # insightface v0.7 release packs. Sizes and sha256: several independent manifests agree,
+    # e.g. a Bildebank installer (INSIGHTFACE_MODEL_SPECS, with member names and sizes) and
+    # librephotos' model catalogue. antelopev2.zip nests its files in antelopev2/.
+    WeightSpec(
+        "antelopev2", "antelopev2.zip", f"{_INSIGHTFACE}/antelopev2.zip",
+        360_662_982, "8e182f14fc6e80b3bfa375b33eb6cff7ee05d8ef7633e738d1c89021dcf0c5c5",
+        _INSIGHTFACE_LICENSE, "SCRFD-10G detector + glintr100 recognition (insightface pack)",
+        kind="zip", subdir="insightface/models",
+        members=("scrfd_10g_bnkps.onnx", "glintr100.onnx"),
+    ),
+    WeightSpec(
+        "buffalo_l", "buffalo_l.zip", f"{_INSIGHTFACE}/buffalo_l.zip",
+        288_621_354, "80ffe37d8a5940d59a7384c201a2a38d4741f2f3c51eef46ebb28218a7b0ca2f",
+        _INSIGHTFACE_LICENSE, "SCRFD-10G detector + w600k_r50 recognition (insightface pack)",
+        kind="zip", subdir="insightface/models", members=("det_10g.onnx", "w600k_r50.onnx"),
+    ),
+    # sha256 1009e537...: CodeFormer-pinning manifests (arktronic/sd-multi verify-resources.sh,
+    # SwarmUI FaceTools); size 376,637,898 B from a provenance note on the same hash.
+    WeightSpec(
+        "codeformer", "codeformer.pth",
+        "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth",
+        376_637_898, "1009e537e0c2a07d4cabce6355f53cb66767cd4b4297ec7a4a64ca4b8a5684b7",
+        "S-Lab License 1.0 (non-commercial)", "CodeFormer face restorer", subdir="codeformer",
+    ),
+    # URL: GFPGAN inference_gfpgan.py (version 1.4). sha256 e2cd4703...: arktronic/sd-multi and
+    # several other manifests; size 348,632,874 B from two manifests listing that hash.
+    WeightSpec(
+        "gfpgan_v1.4", "GFPGANv1.4.pth",
+        "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.0/GFPGANv1.4.pth",
+        348_632_874, "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+        "Apache-2.0 (TencentARC/GFPGAN)", "GFPGAN v1.4 face restorer", subdir="gfpgan",
+    ),
+    # URLs: facexlib/parsing/__init__.py. sha256: the AUR python-facexlib PKGBUILD (which
+    # pairs each release URL with its sha256); sizes: a model-info manifest listing those hashes.
+    WeightSpec(
+        "parsing_bisenet", "parsing_bisenet.pth",
+        "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth",
+        53_289_463, "468e13ca13a9b43cc0881a9f99083a430e9c0a38abd935431d1c28ee94b26567",
+        "MIT (xinntao/facexlib)", "BiSeNet face parsing (19 classes)", subdir="facexlib",
+    ),
+    WeightSpec(
+        "parsing_parsenet", "parsing_parsenet.pth",
+        "https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth",
+        85_331_193, "3d558d8d0e42c20224f13cf5a29c79eba2d59913419f945545d8cf7b72920de2",
+        "MIT (xinntao/facexlib)", "ParseNet face parsing (19 classes)", subdir="facexlib",
+    ),
+    # Hugging Face repos: the hub checks each file against its LFS sha256 as it downloads.
+    # Sizes (~1.9 GB large, ~1 GB base) are not pinned because the repos hold several formats.
+    WeightSpec(
+        "blip_large", "Salesforce/blip-image-captioning-large",
+        "Salesforce/blip-image-captioning-large", None, None,
+        "BSD-3-Clause (Salesforce BLIP)", "BLIP captioner, large", kind="hf",
+    ),
+    WeightSpec(
+        "blip_base", "Salesforce/blip-image-captioning-base",
+        "Salesforce/blip-image-captioning-base", None, None,
+        "BSD-3-Clause (Salesforce BLIP)", "BLIP captioner, base", kind="hf", optional=True,
+    ),
+    # sha256 6ce01616... and size 4,265,146,304 B: several manifests pinning this exact
+    # resolve URL (it is also A1111's well-known short hash 6ce0161689).
+    WeightSpec(
+        "sd15_base", "v1-5-pruned-emaonly.safetensors",
+        "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/"
+        "v1-5-pruned-emaonly.safetensors",
+        4_265_146_304, "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa",
+        "CreativeML Open RAIL-M", "Stable Diffusion 1.5 base checkpoint (train, sample)",
+        subdir="sd", optional=True,
+    ),
+]
+REGISTRY: dict[str, WeightSpec] = {s.name: s for s in _SPECS}
+
+# Files the hub must hold for a BLIP snapshot to load with transformers.
+HF_ALLOW = ["*.json", "*.txt", "model.safetensors"]
+HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
 def cache_dir(weights_dir: str = "") -> Path:
@@ -40,18 +166,235 @@ def cache_dir(weights_dir: str = "") -> Path:
     return Path.home() / ".cache" / "lora-builder"
 
 
+def hf_cache_dir() -> Path:
+    """The Hugging Face hub cache (HF_HUB_CACHE / HF_HOME are honoured by huggingface_hub)."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HUB_CACHE)
+
+
+def spec_for(name: str) -> WeightSpec:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        match = difflib.get_close_matches(name, list(REGISTRY), n=1, cutoff=0.0)
+        hint = f" (did you mean '{match[0]}'?)" if match else ""
+        raise BuilderError(
+            f"unknown weight '{name}'{hint}; known: {', '.join(REGISTRY)}"
+        ) from None
+
+
 def weight_path(name: str, weights_dir: str = "") -> Path:
-    spec = REGISTRY[name]
+    """Where ``name`` lives: the file, the pack folder (zip) or the hub repo folder (hf)."""
+    spec = spec_for(name)
+    if spec.kind == "hf":
+        return hf_cache_dir() / ("models--" + spec.url.replace("/", "--"))
+    if spec.kind == "zip":
+        return cache_dir(weights_dir) / spec.subdir / spec.name
     return cache_dir(weights_dir) / spec.subdir / spec.filename
+
+
+def download_path(name: str, weights_dir: str = "") -> Path:
+    """Where the downloaded file itself goes (the .zip for packs)."""
+    spec = spec_for(name)
+    return cache_dir(weights_dir) / spec.subdir / spec.filename
+
+
+def pack_folder(spec: WeightSpec, folder: Path) -> Path | None:
+    """The folder holding the pack's .onnx files: ``folder`` or its one nested copy.
+
+    antelopev2.zip holds antelopev2/*.onnx, so extracting it by hand into
+    .../models/antelopev2/ gives .../antelopev2/antelopev2/*.onnx; both are accepted.
+    """
+    for candidate in (folder, folder / spec.name):
+        if all((candidate / m).is_file() for m in spec.members):
+            return candidate
+    return None
+
+
+def hf_snapshot(spec: WeightSpec) -> Path | None:
+    """The cached snapshot folder of a hub repo that holds a config and weights, or None."""
+    repo = hf_cache_dir() / ("models--" + spec.url.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    candidates = []
+    if ref.is_file():
+        candidates.append(repo / "snapshots" / ref.read_text().strip())
+    snapshots = repo / "snapshots"
+    if snapshots.is_dir():
+        candidates += sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
+    for snap in candidates:
+        if (snap / "config.json").is_file() and any((snap / w).is_file() for w in HF_WEIGHT_FILES):
+            return snap
+    return None
+
+
+def page_url(spec: WeightSpec) -> str:
+    """A URL a person can open: the file itself, or the hub page of a repo."""
+    return f"https://huggingface.co/{spec.url}" if spec.kind == "hf" else spec.url
+
+
+def manual_hint(spec: WeightSpec, weights_dir: str = "") -> str:
+    """How to get ``spec`` by hand: its URL and the exact path to put it."""
+    if spec.kind == "hf":
+        return (
+            f"on a machine with internet run `huggingface-cli download {spec.url}` and copy "
+            f"its hub cache folder models--{spec.url.replace('/', '--')} into {hf_cache_dir()}"
+        )
+    if spec.kind == "zip":
+        folder = weight_path(spec.name, weights_dir)
+        return (
+            f"download {spec.url} by hand and unzip it so that "
+            f"{folder / spec.members[0]} exists (or put the zip at "
+            f"{download_path(spec.name, weights_dir)} and run `python launch.py weights --fetch "
+            f"{spec.name}` to verify and unpack it)"
+        )
+    return f"download {spec.url} by hand and put it at {weight_path(spec.name, weights_dir)}"
 
 
 def require(name: str, weights_dir: str = "") -> Path:
     """The cached file for ``name``, or a MissingWeightError saying where to get it and put it."""
-    path = weight_path(name, weights_dir)
-    if not path.exists():
-        spec = REGISTRY[name]
+    spec = spec_for(name)
+    found: Path | None
+    if spec.kind == "hf":
+        found = hf_snapshot(spec)
+    elif spec.kind == "zip":
+        found = pack_folder(spec, weight_path(name, weights_dir))
+    else:
+        path = weight_path(name, weights_dir)
+        found = path if path.is_file() else None
+    if found is None:
         raise MissingWeightError(
-            f"model file '{spec.filename}' ({name}) is missing. Run `python launch.py weights "
-            f"--fetch {name}`, or download {spec.url} by hand and put it at {path}"
+            f"model '{spec.filename}' ({name}) is missing. Run `python launch.py weights "
+            f"--fetch {name}`, or {manual_hint(spec, weights_dir)}"
         )
-    return path
+    return found
+
+
+# ---- state of the cache (offline) -------------------------------------------------------
+
+MISSING = "missing"
+PRESENT = "present"
+UNVERIFIED = "present (unverified)"
+BAD = "checksum bad"
+
+
+@dataclass(frozen=True)
+class WeightState:
+    state: str  # MISSING | PRESENT | UNVERIFIED | BAD
+    path: Path
+    detail: str = ""
+
+
+def sha256_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            if on_bytes:
+                on_bytes(len(chunk))
+    return digest.hexdigest()
+
+
+def _verified_db(weights_dir: str) -> dict[str, dict]:
+    try:
+        return json.loads((cache_dir(weights_dir) / VERIFIED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def remember_verified(path: Path, sha256: str, weights_dir: str = "") -> None:
+    """Record that ``path`` (as it is now: size and mtime) hashed to ``sha256``."""
+    from builder.io import atomic_write_json
+
+    root = cache_dir(weights_dir)
+    db = _verified_db(weights_dir)
+    st = path.stat()
+    db[str(path.resolve().relative_to(root.resolve()))] = {
+        "size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha256,
+    }
+    atomic_write_json(root / VERIFIED_FILE, db)
+
+
+def _remembered_sha(path: Path, weights_dir: str) -> str | None:
+    try:
+        key = str(path.resolve().relative_to(cache_dir(weights_dir).resolve()))
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    rec = _verified_db(weights_dir).get(key)
+    if rec and rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
+        return rec.get("sha256")
+    return None
+
+
+def state(name: str, weights_dir: str = "", verify: bool = False) -> WeightState:
+    """What the cache holds for ``name``. Cheap unless ``verify`` (which hashes and remembers)."""
+    spec = spec_for(name)
+    if spec.kind == "hf":
+        snap = hf_snapshot(spec)
+        if snap is None:
+            return WeightState(MISSING, weight_path(name, weights_dir))
+        return WeightState(PRESENT, snap, "hub cache (files checked by the hub on download)")
+    if spec.kind == "zip":
+        folder = pack_folder(spec, weight_path(name, weights_dir))
+        if folder is None:
+            return WeightState(MISSING, weight_path(name, weights_dir), _partial_note(spec, weights_dir))
+        # The zip's sha256 was checked before it was unpacked; members are checked by name.
+        return WeightState(PRESENT, folder)
+    path = weight_path(name, weights_dir)
+    if not path.is_file():
+        return WeightState(MISSING, path, _partial_note(spec, weights_dir))
+    size = path.stat().st_size
+    if spec.size is not None and size != spec.size:
+        return WeightState(BAD, path, f"size {size:,} B, expected {spec.size:,} B")
+    if spec.sha256 is None:
+        return WeightState(UNVERIFIED, path, "no upstream sha256 known")
+    known = _remembered_sha(path, weights_dir)
+    if known is None and verify:
+        known = sha256_file(path)
+        remember_verified(path, known, weights_dir)
+    if known is None:
+        return WeightState(UNVERIFIED, path, "not hashed yet (weights --verify)")
+    if known != spec.sha256:
+        return WeightState(BAD, path, f"sha256 {known}, expected {spec.sha256}")
+    return WeightState(PRESENT, path)
+
+
+def _partial_note(spec: WeightSpec, weights_dir: str) -> str:
+    part = download_path(spec.name, weights_dir).with_name(spec.filename + ".part")
+    if part.is_file():
+        return f"{part.stat().st_size / 1e6:.1f} MB downloaded, --fetch resumes"
+    return ""
+
+
+def needed_for(cfg) -> list[str]:  # cfg: builder.config.Config (import avoided: no cycle)
+    """Registry names the given configuration will load (random weights load none)."""
+    if cfg.runtime.random_weights:
+        return []
+    names = {
+        "G_unet_1block": "ghost_unet_1block",
+        "G_unet_2blocks": "ghost_unet_2blocks",
+        "G_unet_3blocks": "ghost_unet_3blocks",
+    }
+    out = [names[cfg.swap.generator], "ghost_arcface"]
+    if cfg.faces.detector == "insightface" or cfg.faces.judge == "insightface":
+        out.append(cfg.faces.insightface_pack)
+    if cfg.swap.restorer == "codeformer":
+        out.append("codeformer")
+    elif cfg.swap.restorer == "gfpgan":
+        out.append("gfpgan_v1.4")
+    if cfg.swap.mouth or cfg.swap.paste_mask == "parsing":
+        out.append(f"parsing_{cfg.swap.parser}")
+    if cfg.caption.backend == "blip":
+        out += [s.name for s in _SPECS if s.kind == "hf" and s.url == cfg.caption.model]
+    return out
+
+
+def resolve_names(names: Iterable[str]) -> list[str]:
+    """Check each name against the registry (closest-name message on a typo), keep order."""
+    out: list[str] = []
+    for n in names:
+        spec_for(n)
+        if n not in out:
+            out.append(n)
+    return out

@@ -1,0 +1,310 @@
+"""Downloading registry weights: resume, checksum, unpack, move into place atomically.
+
+A file downloads into ``<file>.part`` beside its final place; an interrupted download
+resumes from there with an HTTP Range request. Only a file whose size and sha256 match
+the registry is moved to its final name (one ``os.replace``), so a file under its final
+name is always complete. Each host is probed with a short connect timeout first, so a
+machine without network fails in seconds with a message that says, for every missing
+file, its URL and the exact path to put it by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import socket
+import urllib.error
+import urllib.request
+import zipfile
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from builder import weights as W
+from builder.console import console
+from builder.errors import BuilderError, MissingWeightError
+
+CONNECT_TIMEOUT = 4.0  # seconds to open a TCP connection before a host counts as unreachable
+READ_TIMEOUT = 60.0  # seconds of silence mid-transfer before giving up (the .part is kept)
+CHUNK = 1 << 20
+USER_AGENT = "character-lora-builder/0.1 (+python urllib)"
+
+
+class DownloadError(BuilderError):
+    """One file could not be downloaded or did not verify."""
+
+
+def byte_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def _probe_target(url: str) -> tuple[str, int]:
+    """The host:port a request for ``url`` first connects to (the proxy, if one is set)."""
+    parts = urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy and not urllib.request.proxy_bypass(parts.hostname or ""):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return parts.hostname or "", port
+
+
+class HostProbe:
+    """Connects once per host with a short timeout and remembers the answer."""
+
+    def __init__(self, timeout: float = CONNECT_TIMEOUT) -> None:
+        self.timeout = timeout
+        self._seen: dict[tuple[str, int], str | None] = {}
+
+    def error(self, url: str) -> str | None:
+        """None if the host answers, else why not."""
+        target = _probe_target(url)
+        if target not in self._seen:
+            try:
+                socket.create_connection(target, timeout=self.timeout).close()
+                self._seen[target] = None
+            except OSError as exc:
+                reason = exc.strerror or str(exc) or type(exc).__name__
+                self._seen[target] = f"cannot reach {target[0]}:{target[1]} ({reason})"
+        return self._seen[target]
+
+
+def download_file(
+    url: str,
+    dest: Path,
+    *,
+    size: int | None,
+    sha256: str | None,
+    label: str,
+    progress: Progress | None = None,
+    read_timeout: float = READ_TIMEOUT,
+) -> str:
+    """Download ``url`` to ``dest`` through ``dest.part`` (resumed if present); return its sha256.
+
+    Raises DownloadError naming the URL and the file when the transfer fails (the .part
+    is kept for the next attempt) or when size or sha256 differ (the .part is deleted).
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = dest.with_name(dest.name + ".part")
+    offset = part.stat().st_size if part.is_file() else 0
+    if size is not None and offset > size:
+        part.unlink()
+        offset = 0
+    hasher = hashlib.sha256()
+    if offset:
+        with open(part, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                hasher.update(chunk)
+    task = progress.add_task(label, total=size, completed=offset) if progress else None
+
+    if size is None or offset < size:
+        headers = {"User-Agent": USER_AGENT}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        try:
+            resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=read_timeout)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 416 or not offset:  # 416: nothing after `offset`, the .part is whole
+                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+            resp = None
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DownloadError(f"{url}: {reason}") from None
+        if resp is not None:
+            with resp:
+                mode = "ab"
+                if offset and resp.status != 206:  # the server ignored Range: start over
+                    offset, mode, hasher = 0, "wb", hashlib.sha256()
+                length = resp.headers.get("Content-Length")
+                if progress is not None and task is not None:
+                    total = offset + int(length) if length and length.isdigit() else size
+                    progress.update(task, total=total, completed=offset)
+                try:
+                    with open(part, mode) as fh:
+                        while chunk := resp.read(CHUNK):
+                            fh.write(chunk)
+                            hasher.update(chunk)
+                            if progress is not None and task is not None:
+                                progress.advance(task, len(chunk))
+                        fh.flush()
+                        os.fsync(fh.fileno())
+                except (OSError, http.client.HTTPException) as exc:
+                    raise DownloadError(
+                        f"{url}: transfer broke off ({exc}); {part} keeps "
+                        f"{part.stat().st_size:,} B and the next --fetch resumes from there"
+                    ) from None
+
+    got = part.stat().st_size
+    if size is not None and got < size:
+        raise DownloadError(
+            f"{url}: only {got:,} of {size:,} B arrived; {part} is kept and the next --fetch resumes"
+        )
+    digest = hasher.hexdigest()
+    if (size is not None and got != size) or (sha256 is not None and digest != sha256.lower()):
+        part.unlink()
+        raise DownloadError(
+            f"{url}: checksum bad: got {got:,} B with sha256 {digest}, expected "
+            f"{size if size is not None else 'any'} B with sha256 {sha256 or 'unknown'}; "
+            f"deleted {part}"
+        )
+    os.replace(part, dest)
+    return digest
+
+
+def _safe_member(name: str) -> PurePosixPath | None:
+    path = PurePosixPath(name.replace("\\", "/"))
+    if path.is_absolute() or ".." in path.parts or not path.parts:
+        return None
+    return path
+
+
+def extract_pack(spec: W.WeightSpec, zip_path: Path, folder: Path) -> Path:
+    """Unzip a model pack so ``folder`` holds its .onnx files directly; return ``folder``.
+
+    Works for zips with files at the top (buffalo_l) and in one inner folder (antelopev2).
+    The pack is assembled in a hidden sibling folder and renamed into place.
+    """
+    tmp = folder.parent / f".{folder.name}.extract-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        try:
+            with zipfile.ZipFile(zip_path) as zf:
+                for info in zf.infolist():
+                    rel = _safe_member(info.filename)
+                    if rel is None:
+                        raise DownloadError(f"{zip_path}: unsafe path {info.filename!r} in the zip")
+                    if info.is_dir():
+                        continue
+                    out = tmp.joinpath(*rel.parts)
+                    out.parent.mkdir(parents=True, exist_ok=True)
+                    with zf.open(info) as src, open(out, "wb") as dst:
+                        shutil.copyfileobj(src, dst, CHUNK)
+        except zipfile.BadZipFile as exc:
+            raise DownloadError(f"{zip_path}: not a readable zip ({exc})") from None
+        subdirs = [p for p in tmp.iterdir() if p.is_dir()]
+        candidates = [tmp] + (subdirs if len(subdirs) == 1 else [])
+        inner = next((c for c in candidates if all((c / m).is_file() for m in spec.members)), None)
+        if inner is None:
+            raise DownloadError(
+                f"{zip_path}: the zip does not hold {', '.join(spec.members)}"
+            )
+        old = folder.parent / f".{folder.name}.old-{os.getpid()}"
+        if folder.exists():
+            os.replace(folder, old)
+        os.replace(inner, folder)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def _fetch_file(spec: W.WeightSpec, weights_dir: str, progress: Progress) -> Path:
+    dest = W.download_path(spec.name, weights_dir)
+    digest = download_file(
+        spec.url, dest, size=spec.size, sha256=spec.sha256, label=spec.filename, progress=progress
+    )
+    if spec.sha256 is not None:
+        W.remember_verified(dest, digest, weights_dir)
+    return dest
+
+
+def _fetch_zip(spec: W.WeightSpec, weights_dir: str, probe: HostProbe, progress: Progress) -> Path:
+    zip_path = W.download_path(spec.name, weights_dir)
+    if zip_path.is_file():
+        # A zip put there by hand (or left by an interrupted unpack): verify it as if downloaded.
+        got = W.sha256_file(zip_path)
+        if (spec.sha256 and got != spec.sha256) or (spec.size and zip_path.stat().st_size != spec.size):
+            raise DownloadError(
+                f"{zip_path}: checksum bad (sha256 {got}, expected {spec.sha256}); "
+                "delete it and fetch again"
+            )
+    else:
+        if err := probe.error(spec.url):
+            raise DownloadError(err)
+        _fetch_file(spec, weights_dir, progress)
+    folder = extract_pack(spec, zip_path, W.weight_path(spec.name, weights_dir))
+    zip_path.unlink()
+    return folder
+
+
+def _fetch_hf(spec: W.WeightSpec, probe: HostProbe) -> Path:
+    from huggingface_hub import constants, hf_hub_download, snapshot_download
+
+    if constants.HF_HUB_OFFLINE:
+        raise DownloadError("HF_HUB_OFFLINE is set")
+    if err := probe.error(constants.ENDPOINT):
+        raise DownloadError(err)
+    try:
+        snap = Path(snapshot_download(spec.url, allow_patterns=W.HF_ALLOW))
+        if not any((snap / w).is_file() for w in W.HF_WEIGHT_FILES):
+            # Older repos have only the pickle; fetch it rather than every format there.
+            hf_hub_download(spec.url, "pytorch_model.bin")
+    except Exception as exc:  # the hub raises many types (HTTP, offline, validation)
+        raise DownloadError(f"{spec.url}: {type(exc).__name__}: {exc}") from None
+    found = W.hf_snapshot(spec)
+    if found is None:
+        raise DownloadError(f"{spec.url}: the hub snapshot has no config.json and weights")
+    return found
+
+
+def fetch(names: list[str], weights_dir: str = "", connect_timeout: float = CONNECT_TIMEOUT) -> list[Path]:
+    """Make every named weight present and verified; raise MissingWeightError for the rest.
+
+    Files already present and verified are left alone. A file whose checksum is bad is
+    downloaded again (the bad one is replaced only once the new one verifies).
+    """
+    probe = HostProbe(connect_timeout)
+    done: list[Path] = []
+    failures: list[tuple[W.WeightSpec, str]] = []
+    with byte_progress() as progress:
+        for name in W.resolve_names(names):
+            spec = W.spec_for(name)
+            st = W.state(name, weights_dir, verify=True)
+            if st.state in (W.PRESENT, W.UNVERIFIED):
+                progress.console.print(f"[green]OK[/green] {name}: {st.path}")
+                done.append(st.path)
+                continue
+            if st.state == W.BAD:
+                progress.console.print(f"[yellow]{name}: {st.detail}; downloading it again[/yellow]")
+            try:
+                if spec.kind == "hf":
+                    path = _fetch_hf(spec, probe)
+                elif spec.kind == "zip":
+                    path = _fetch_zip(spec, weights_dir, probe, progress)
+                else:
+                    if err := probe.error(spec.url):
+                        raise DownloadError(err)
+                    path = _fetch_file(spec, weights_dir, progress)
+            except DownloadError as exc:
+                failures.append((spec, str(exc)))
+                continue
+            progress.console.print(f"[green]fetched[/green] {name}: {path}")
+            done.append(path)
+    if failures:
+        lines = [f"could not fetch {len(failures)} of the model files:"]
+        for spec, reason in failures:
+            lines += [
+                f"  - {spec.filename} ({spec.name}): {reason}",
+                f"      URL: {W.page_url(spec)}",
+                f"      by hand: {W.manual_hint(spec, weights_dir)}",
+            ]
+        raise MissingWeightError("\n".join(lines))
+    return done

@@ -1,0 +1,343 @@
+"""Weights registry, cache state, and downloading (resume, checksum, unpack, offline failure)."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+import launch
+from builder import fetch as F
+from builder import weights as W
+from builder.errors import MissingWeightError
+from tests.fixtures.weights import Served, closed_port, file_server
+
+REQUIRED_NAMES = {
+    "ghost_unet_1block", "ghost_unet_2blocks", "ghost_unet_3blocks", "ghost_arcface",
+    "antelopev2", "buffalo_l", "codeformer", "gfpgan_v1.4", "parsing_bisenet",
+    "parsing_parsenet", "blip_large", "blip_base", "sd15_base",
+}
+PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 B: crosses the 1 MiB read chunk
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No proxies (the local server must be hit directly) and a private hub cache."""
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.delenv(W.ENV_VAR, raising=False)
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _register(monkeypatch: pytest.MonkeyPatch, name: str, **changes: object) -> W.WeightSpec:
+    spec = dataclasses.replace(W.REGISTRY[name], **changes)
+    monkeypatch.setitem(W.REGISTRY, name, spec)
+    return spec
+
+
+# ---- registry -------------------------------------------------------------------------
+
+def test_registry_has_every_agreed_name_with_plausible_facts() -> None:
+    assert set(W.REGISTRY) >= REQUIRED_NAMES
+    for name, spec in W.REGISTRY.items():
+        assert spec.name == name
+        assert spec.kind in ("file", "zip", "hf")
+        assert spec.license and spec.purpose
+        assert spec.sha256 is None or re.fullmatch(r"[0-9a-f]{64}", spec.sha256), name
+        if spec.kind == "hf":
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+", spec.url), name
+        else:
+            assert spec.url.startswith("https://") and spec.url.endswith("/" + spec.filename), name
+        if spec.kind == "zip":
+            assert spec.members and all(m.endswith(".onnx") for m in spec.members)
+    # Facts every loader relies on: the official names and where they come from.
+    assert W.REGISTRY["ghost_unet_2blocks"].filename == "G_unet_2blocks.pth"
+    assert "/sber-swap-v2.0/" in W.REGISTRY["ghost_unet_2blocks"].url
+    assert W.REGISTRY["ghost_arcface"].url.endswith("/arcface/backbone.pth")
+    assert W.REGISTRY["codeformer"].url.endswith("/v0.1.0/codeformer.pth")
+    assert W.REGISTRY["parsing_bisenet"].url.endswith("/v0.2.0/parsing_bisenet.pth")
+    assert W.REGISTRY["parsing_parsenet"].url.endswith("/v0.2.2/parsing_parsenet.pth")
+    assert W.REGISTRY["blip_large"].url == "Salesforce/blip-image-captioning-large"
+
+
+def test_unknown_name_suggests_the_closest() -> None:
+    with pytest.raises(W.BuilderError, match="did you mean 'codeformer'"):
+        W.require("codefromer")
+
+
+def test_cache_dir_precedence(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(W.ENV_VAR, str(tmp_path / "env"))
+    assert W.cache_dir() == tmp_path / "env"
+    assert W.cache_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+    assert W.weight_path("codeformer", str(tmp_path)) == tmp_path / "codeformer" / "codeformer.pth"
+
+
+# ---- require ----------------------------------------------------------------------------
+
+def test_require_missing_file_names_url_and_path(tmp_path: Path) -> None:
+    with pytest.raises(MissingWeightError) as err:
+        W.require("gfpgan_v1.4", str(tmp_path))
+    msg = str(err.value)
+    assert W.REGISTRY["gfpgan_v1.4"].url in msg
+    assert str(tmp_path / "gfpgan" / "GFPGANv1.4.pth") in msg
+    assert "--fetch gfpgan_v1.4" in msg
+
+
+def test_require_missing_pack_and_hub_repo_say_where(tmp_path: Path) -> None:
+    with pytest.raises(MissingWeightError) as err:
+        W.require("antelopev2", str(tmp_path))
+    assert str(tmp_path / "insightface/models/antelopev2/scrfd_10g_bnkps.onnx") in str(err.value)
+    assert W.REGISTRY["antelopev2"].url in str(err.value)
+    with pytest.raises(MissingWeightError) as err:
+        W.require("blip_large", str(tmp_path))
+    assert "huggingface-cli download Salesforce/blip-image-captioning-large" in str(err.value)
+    assert str(tmp_path / "hub") in str(err.value)
+
+
+def test_require_present_file(tmp_path: Path) -> None:
+    path = W.weight_path("codeformer", str(tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+    assert W.require("codeformer", str(tmp_path)) == path
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_require_pack_returns_the_folder_holding_the_onnx_files(tmp_path: Path, nested: bool) -> None:
+    folder = W.weight_path("antelopev2", str(tmp_path))
+    inner = folder / "antelopev2" if nested else folder
+    inner.mkdir(parents=True)
+    for member in W.REGISTRY["antelopev2"].members:
+        (inner / member).write_bytes(b"onnx")
+    assert W.require("antelopev2", str(tmp_path)) == inner
+
+
+def test_require_hub_snapshot(tmp_path: Path) -> None:
+    repo = tmp_path / "hub" / "models--Salesforce--blip-image-captioning-large"
+    snap = repo / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("abc123")
+    (snap / "config.json").write_text("{}")
+    with pytest.raises(MissingWeightError):  # a config without weights is not a usable snapshot
+        W.require("blip_large", str(tmp_path))
+    (snap / "model.safetensors").write_bytes(b"w")
+    assert W.require("blip_large", str(tmp_path)) == snap
+    assert W.state("blip_large", str(tmp_path)).state == W.PRESENT
+
+
+# ---- state ------------------------------------------------------------------------------
+
+def test_state_missing_unverified_present_and_bad(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    wd = str(tmp_path)
+    data = b"official bytes"
+    _register(monkeypatch, "parsing_bisenet", size=len(data), sha256=_sha(data))
+    path = W.weight_path("parsing_bisenet", wd)
+    assert W.state("parsing_bisenet", wd).state == W.MISSING
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    assert W.state("parsing_bisenet", wd).state == W.UNVERIFIED  # not hashed yet
+    assert W.state("parsing_bisenet", wd, verify=True).state == W.PRESENT
+    assert W.state("parsing_bisenet", wd).state == W.PRESENT  # remembered, no rehash
+    path.write_bytes(b"X" + data[1:])  # same size, other content: only the hash can tell
+    st = W.state("parsing_bisenet", wd, verify=True)
+    assert st.state == W.BAD and _sha(b"X" + data[1:]) in st.detail
+    path.write_bytes(data + b"!")
+    st = W.state("parsing_bisenet", wd)
+    assert st.state == W.BAD and "size" in st.detail
+
+
+def test_state_without_known_checksum_is_unverified(tmp_path: Path) -> None:
+    path = W.weight_path("ghost_arcface", str(tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+    assert W.state("ghost_arcface", str(tmp_path)).state == W.UNVERIFIED
+
+
+# ---- download ---------------------------------------------------------------------------
+
+def test_download_whole_file_verifies_and_moves_into_place(tmp_path: Path) -> None:
+    served = Served(files={"/w.pth": PAYLOAD})
+    dest = tmp_path / "w.pth"
+    with file_server(served) as base:
+        digest = F.download_file(f"{base}/w.pth", dest, size=len(PAYLOAD), sha256=_sha(PAYLOAD), label="w")
+    assert digest == _sha(PAYLOAD)
+    assert dest.read_bytes() == PAYLOAD
+    assert not (tmp_path / "w.pth.part").exists()
+    assert served.requests == [{"path": "/w.pth", "range": ""}]
+
+
+def test_download_resumes_from_part_with_a_range_request(tmp_path: Path) -> None:
+    served = Served(files={"/w.pth": PAYLOAD})
+    dest = tmp_path / "w.pth"
+    (tmp_path / "w.pth.part").write_bytes(PAYLOAD[:300_000])
+    with file_server(served) as base:
+        F.download_file(f"{base}/w.pth", dest, size=len(PAYLOAD), sha256=_sha(PAYLOAD), label="w")
+    assert served.requests[-1]["range"] == "bytes=300000-"
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_download_restarts_when_the_server_ignores_range(tmp_path: Path) -> None:
+    served = Served(files={"/w.pth": PAYLOAD}, ignore_range=True)
+    dest = tmp_path / "w.pth"
+    (tmp_path / "w.pth.part").write_bytes(PAYLOAD[:1000])
+    with file_server(served) as base:
+        F.download_file(f"{base}/w.pth", dest, size=len(PAYLOAD), sha256=_sha(PAYLOAD), label="w")
+    assert dest.read_bytes() == PAYLOAD  # not the first 1000 bytes twice
+
+
+def test_interrupted_download_keeps_part_and_next_call_resumes(tmp_path: Path) -> None:
+    served = Served(files={"/w.pth": PAYLOAD}, cut_after=200_000)
+    dest = tmp_path / "w.pth"
+    part = tmp_path / "w.pth.part"
+    with file_server(served) as base:
+        with pytest.raises(F.DownloadError, match="resumes"):
+            F.download_file(f"{base}/w.pth", dest, size=len(PAYLOAD), sha256=_sha(PAYLOAD), label="w")
+        assert not dest.exists()
+        kept = part.stat().st_size
+        assert 0 < kept < len(PAYLOAD) and part.read_bytes() == PAYLOAD[:kept]
+        served.cut_after = None
+        F.download_file(f"{base}/w.pth", dest, size=len(PAYLOAD), sha256=_sha(PAYLOAD), label="w")
+    assert served.requests[-1]["range"] == f"bytes={kept}-"
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_checksum_bad_download_is_deleted_not_installed(tmp_path: Path) -> None:
+    corrupt = b"Z" + PAYLOAD[1:]
+    served = Served(files={"/w.pth": corrupt})
+    dest = tmp_path / "w.pth"
+    with file_server(served) as base, pytest.raises(F.DownloadError) as err:
+        F.download_file(f"{base}/w.pth", dest, size=len(PAYLOAD), sha256=_sha(PAYLOAD), label="w")
+    assert "checksum bad" in str(err.value) and _sha(corrupt) in str(err.value)
+    assert not dest.exists() and not (tmp_path / "w.pth.part").exists()
+
+
+def test_whole_part_is_verified_without_downloading_again(tmp_path: Path) -> None:
+    served = Served(files={"/w.pth": PAYLOAD})
+    dest = tmp_path / "w.pth"
+    (tmp_path / "w.pth.part").write_bytes(PAYLOAD)
+    with file_server(served) as base:
+        F.download_file(f"{base}/w.pth", dest, size=len(PAYLOAD), sha256=_sha(PAYLOAD), label="w")
+    assert served.requests == [] and dest.read_bytes() == PAYLOAD
+
+
+# ---- fetch (registry level) -------------------------------------------------------------
+
+def _pack_zip(nested: bool) -> bytes:
+    buf = io.BytesIO()
+    prefix = "antelopev2/" if nested else ""
+    with zipfile.ZipFile(buf, "w") as zf:
+        for member in (*W.REGISTRY["antelopev2"].members, "genderage.onnx"):
+            zf.writestr(prefix + member, f"onnx {member}".encode())
+    return buf.getvalue()
+
+
+def test_fetch_file_records_verification(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    served = Served(files={"/codeformer.pth": PAYLOAD})
+    with file_server(served) as base:
+        _register(monkeypatch, "codeformer", url=f"{base}/codeformer.pth", size=len(PAYLOAD), sha256=_sha(PAYLOAD))
+        [path] = F.fetch(["codeformer"], str(tmp_path))
+        assert path.read_bytes() == PAYLOAD
+        assert W.state("codeformer", str(tmp_path)).state == W.PRESENT  # remembered without rehash
+        F.fetch(["codeformer"], str(tmp_path))  # already present: no second request
+    assert len(served.requests) == 1
+
+
+def test_fetch_replaces_a_bad_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    served = Served(files={"/codeformer.pth": PAYLOAD})
+    path = W.weight_path("codeformer", str(tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"Z" + PAYLOAD[1:])
+    with file_server(served) as base:
+        _register(monkeypatch, "codeformer", url=f"{base}/codeformer.pth", size=len(PAYLOAD), sha256=_sha(PAYLOAD))
+        F.fetch(["codeformer"], str(tmp_path))
+    assert path.read_bytes() == PAYLOAD
+
+
+@pytest.mark.parametrize("nested", [False, True])
+def test_fetch_zip_unpacks_either_layout(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, nested: bool) -> None:
+    blob = _pack_zip(nested)
+    served = Served(files={"/antelopev2.zip": blob})
+    with file_server(served) as base:
+        _register(monkeypatch, "antelopev2", url=f"{base}/antelopev2.zip", size=len(blob), sha256=_sha(blob))
+        [folder] = F.fetch(["antelopev2"], str(tmp_path))
+    assert folder == tmp_path / "insightface" / "models" / "antelopev2"
+    assert (folder / "scrfd_10g_bnkps.onnx").read_bytes() == b"onnx scrfd_10g_bnkps.onnx"
+    assert (folder / "genderage.onnx").exists()
+    assert not W.download_path("antelopev2", str(tmp_path)).exists()  # zip removed after unpacking
+    assert W.require("antelopev2", str(tmp_path)) == folder
+
+
+def test_zip_with_unsafe_paths_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("../evil.onnx", b"x")
+    blob = buf.getvalue()
+    with file_server(Served(files={"/a.zip": blob})) as base:
+        _register(monkeypatch, "antelopev2", url=f"{base}/a.zip", size=len(blob), sha256=_sha(blob))
+        with pytest.raises(MissingWeightError, match="unsafe path"):
+            F.fetch(["antelopev2"], str(tmp_path))
+    assert not (tmp_path / "insightface" / "evil.onnx").exists()
+
+
+def test_offline_fetch_fails_fast_naming_file_url_and_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    port = closed_port()
+    for name in ("codeformer", "gfpgan_v1.4", "antelopev2"):
+        spec = W.REGISTRY[name]
+        _register(monkeypatch, name, url=f"http://127.0.0.1:{port}/{spec.filename}")
+    start = time.monotonic()
+    with pytest.raises(MissingWeightError) as err:
+        F.fetch(["codeformer", "gfpgan_v1.4", "antelopev2"], str(tmp_path))
+    assert time.monotonic() - start < 10
+    msg = str(err.value)
+    assert "could not fetch 3" in msg and "cannot reach 127.0.0.1" in msg
+    for name in ("codeformer", "gfpgan_v1.4"):
+        spec = W.REGISTRY[name]
+        assert spec.filename in msg and spec.url in msg
+        assert str(W.weight_path(name, str(tmp_path))) in msg
+    assert str(W.weight_path("antelopev2", str(tmp_path)) / "scrfd_10g_bnkps.onnx") in msg
+
+
+def test_cli_offline_fetch_exits_nonzero(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    _register(monkeypatch, "codeformer", url=f"http://127.0.0.1:{closed_port()}/codeformer.pth")
+    rc = launch.main(["weights", "--fetch", "codeformer", "--weights-dir", str(tmp_path)])
+    assert rc != 0
+    assert "codeformer.pth" in capsys.readouterr().err
+
+
+def test_cli_list_shows_every_entry_with_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = W.weight_path("ghost_arcface", str(tmp_path))
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x")
+    assert launch.main(["weights", "--weights-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    for name, spec in W.REGISTRY.items():
+        assert name in out and W.page_url(spec) in out
+    assert re.search(r"ghost_arcface present \(unverified\)", out)
+    assert re.search(r"codeformer missing", out)
+    assert "376,637,898 B" in out
+
+
+def test_needed_for_follows_the_config() -> None:
+    from builder.config import Config
+
+    cfg = Config()
+    assert set(W.needed_for(cfg)) == {
+        "ghost_unet_2blocks", "ghost_arcface", "antelopev2", "codeformer", "parsing_bisenet", "blip_large",
+    }
+    cfg.swap.restorer, cfg.faces.insightface_pack, cfg.caption.backend = "gfpgan", "buffalo_l", "none"
+    assert {"gfpgan_v1.4", "buffalo_l"} <= set(W.needed_for(cfg)) and "blip_large" not in W.needed_for(cfg)
+    cfg.runtime.random_weights = True
+    assert W.needed_for(cfg) == []
