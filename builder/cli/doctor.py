@@ -1,0 +1,202 @@
+"""``launch.py doctor``: one line per thing the builder needs, each OK / MISSING / WARN.
+
+Offline and quick. Exit 1 only when something needed to run at all is broken (the
+Python version, or a core package that does not import); missing weights, sd-scripts
+or accelerate are reported but are not fatal, because they are fetched or only needed
+by some stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.metadata
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from builder import weights as W
+from builder.cli.common import build_config
+from builder.config import Config
+
+MIN_PYTHON = (3, 11)
+MIN_FREE_GB = 10.0  # weights ~3 GB, an SD 1.5 checkpoint 4 GB, plus a run's images
+CORE_IMPORTS = ("numpy", "cv2", "PIL", "torchvision", "insightface", "transformers", "diffusers",
+                "safetensors", "huggingface_hub")
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml",
+                     "onnxruntime-openvino", "onnxruntime-silicon", "onnxruntime-qnn")
+STYLE = {"OK": "green", "WARN": "yellow", "MISSING": "red"}
+
+
+@dataclass
+class Check:
+    status: str  # OK | WARN | MISSING
+    what: str
+    detail: str
+    fatal: bool = False  # MISSING and needed to run at all
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "doctor",
+        help="check Python, torch/CUDA, onnxruntime, disk, weights, sd-scripts, accelerate",
+        description="Print one OK / MISSING / WARN line for each thing the builder needs. "
+        "Offline. Exits 1 only if something needed to run at all is broken.",
+    )
+    p.add_argument("--sd-scripts", dest="paths.sd_scripts", default=argparse.SUPPRESS,
+                   metavar="DIR", help="kohya sd-scripts checkout (holds train_network.py)")
+    return p
+
+
+def check_python() -> Check:
+    v = sys.version_info
+    ok = (v.major, v.minor) >= MIN_PYTHON
+    return Check("OK" if ok else "MISSING", "python",
+                 f"{v.major}.{v.minor}.{v.micro} at {sys.executable}"
+                 + ("" if ok else f" (need >= {MIN_PYTHON[0]}.{MIN_PYTHON[1]})"), fatal=not ok)
+
+
+def check_torch() -> list[Check]:
+    try:
+        import torch
+    except Exception as exc:  # a broken wheel raises more than ImportError
+        return [Check("MISSING", "torch", f"import failed: {exc}", fatal=True)]
+    checks = [Check("OK", "torch", torch.__version__)]
+    if torch.cuda.is_available():
+        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        checks.append(Check("OK", "cuda", f"CUDA {torch.version.cuda}: {', '.join(names)}"))
+    else:
+        built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
+        checks.append(Check("WARN", "cuda", f"not available ({built}); everything runs on the CPU, slowly"))
+    return checks
+
+
+def check_imports() -> list[Check]:
+    out = []
+    for mod in CORE_IMPORTS:
+        try:
+            m = importlib.import_module(mod)
+            out.append(Check("OK", mod, str(getattr(m, "__version__", "imported"))))
+        except Exception as exc:
+            out.append(Check("MISSING", mod, f"import failed: {exc}", fatal=True))
+    return out
+
+
+def installed_ort() -> list[str]:
+    """The onnxruntime distributions installed (they all provide the same module)."""
+    found = []
+    for dist in ORT_DISTRIBUTIONS:
+        try:
+            found.append(f"{dist}=={importlib.metadata.version(dist)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return found
+
+
+def check_onnxruntime(cuda: bool) -> list[Check]:
+    dists = installed_ort()
+    checks = []
+    if not dists:
+        return [Check("MISSING", "onnxruntime", "no onnxruntime distribution installed", fatal=True)]
+    if len(dists) > 1:
+        checks.append(Check(
+            "WARN", "onnxruntime dists",
+            f"{', '.join(dists)} are all installed; they share one module and the last one "
+            "installed wins. Keep one: pip uninstall -y onnxruntime onnxruntime-gpu && "
+            "pip install onnxruntime-gpu==<ver> (CUDA) or onnxruntime==1.32.0 (CPU)",
+        ))
+    else:
+        checks.append(Check("OK", "onnxruntime dists", dists[0]))
+    try:
+        import onnxruntime as ort
+
+        providers = ort.get_available_providers()
+    except Exception as exc:
+        return [*checks, Check("MISSING", "onnxruntime", f"import failed: {exc}", fatal=True)]
+    status = "OK"
+    detail = ", ".join(providers)
+    if cuda and "CUDAExecutionProvider" not in providers:
+        status = "WARN"
+        detail += " (torch sees a GPU but onnxruntime has no CUDA provider: README, GPU providers)"
+    checks.append(Check(status, "onnxruntime providers", detail))
+    return checks
+
+
+def _existing_parent(path: Path) -> Path:
+    path = path.expanduser().absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_disk(cfg: Config) -> list[Check]:
+    places = {"weights cache": W.cache_dir(cfg.runtime.weights_dir),
+              "output": Path(cfg.paths.out) if cfg.paths.out else Path.cwd()}
+    checks = []
+    for what, path in places.items():
+        free = shutil.disk_usage(_existing_parent(path)).free / 1e9
+        status = "OK" if free >= MIN_FREE_GB else "WARN"
+        checks.append(Check(status, f"free disk ({what})", f"{free:.1f} GB free at {path}"))
+    return checks
+
+
+def check_weights(cfg: Config) -> list[Check]:
+    needed = set(W.needed_for(cfg))
+    checks = []
+    for name, spec in W.REGISTRY.items():
+        st = W.state(name, cfg.runtime.weights_dir)
+        role = "needed by this config" if name in needed else ("optional" if spec.optional else "not used by this config")
+        if st.state in (W.PRESENT, W.UNVERIFIED):
+            checks.append(Check("OK", f"weight {name}", f"{st.state}: {st.path}"))
+        elif st.state == W.BAD:
+            checks.append(Check("WARN", f"weight {name}", f"{st.detail} at {st.path} ({role}); "
+                                f"`weights --fetch {name}` replaces it"))
+        else:
+            checks.append(Check("MISSING", f"weight {name}", f"{role}; `weights --fetch {name}` "
+                                f"or put it at {st.path}"))
+    if cfg.paths.base_model:
+        base = Path(cfg.paths.base_model).expanduser()
+        checks.append(Check("OK" if base.exists() else "MISSING", "base model", str(base)))
+    return checks
+
+
+def check_sd_scripts(cfg: Config) -> list[Check]:
+    if not cfg.paths.sd_scripts:
+        sd = None
+        checks = [Check("MISSING", "sd-scripts",
+                        "not set (needed by `train`): pass --sd-scripts DIR or set paths.sd_scripts")]
+    else:
+        sd = Path(cfg.paths.sd_scripts).expanduser()
+        ok = (sd / "train_network.py").is_file()
+        checks = [Check("OK" if ok else "MISSING", "sd-scripts",
+                        f"{sd / 'train_network.py'}" + ("" if ok else " not found"))]
+    bins = [Path(sys.executable).parent / "accelerate"]
+    if sd is not None:
+        bins += [sd / "venv" / "bin" / "accelerate", sd / ".venv" / "bin" / "accelerate"]
+    found = shutil.which("accelerate") or next((str(b) for b in bins if os.access(b, os.X_OK)), None)
+    checks.append(Check("OK" if found else "MISSING", "accelerate",
+                        found or "no `accelerate` on PATH, in this venv or in sd-scripts' venv"))
+    return checks
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = build_config(args)
+    checks = [check_python(), *check_torch()]
+    cuda = any(c.what == "cuda" and c.status == "OK" for c in checks)
+    checks += check_onnxruntime(cuda) + check_imports() + check_disk(cfg)
+    checks += check_weights(cfg) + check_sd_scripts(cfg)
+    out = Console(soft_wrap=True, highlight=False)
+    width = max(len(c.what) for c in checks)
+    for c in checks:
+        style = STYLE[c.status]
+        out.print(f"[{style}]{c.status:<7}[/{style}] {escape(c.what):<{width}}  {escape(c.detail)}")
+    fatal = [c.what for c in checks if c.fatal]
+    if fatal:
+        out.print(f"[bold red]cannot run: {', '.join(fatal)} broken[/bold red]")
+        return 1
+    return 0
