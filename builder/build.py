@@ -1,0 +1,303 @@
+"""The build stage: donor photos -> swapped, restored, scored results -> the kohya image folder.
+
+Data flows one way: decode (in a thread, ahead of the models) -> detect once -> choose
+the donor face -> batch faces of several photos through the fused pass -> score ->
+manifest record. Only ``swap.batch_size`` photos (plus a short decode queue) are in
+memory at once, so memory stays flat however large the donor folder is.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from builder.config import Config
+from builder.console import console, progress
+from builder.errors import BuilderError, ImageError
+from builder.faces.detect import make_detector
+from builder.faces.identity import make_judge
+from builder.faces.select import select_donor_face
+from builder.faces.types import Face
+from builder.io import atomic_write_bytes, atomic_write_json, list_images, load_image, write_image
+from builder.kohya.dataset import CAPTION_EXTENSIONS, instance_dir, kohya_images
+from builder.manifest import FAILED, KEPT, REJECTED, Manifest, Record, result_name
+from builder.quality.decide import NO_FACE, Assessment, assess
+from builder.quality.dedup import finalize
+from builder.quality.scores import Scores, score_result
+from builder.swap.fused import FaceJob, FusedPass, FusedResult
+from builder.swap.parsing import load_parser
+from builder.swap.restore import load_restorer
+from builder.swap.source import SourceIdentity, source_identity, source_paths
+from builder.swap.swapper import load_swapper
+
+MANIFEST = "manifest.jsonl"
+RESULTS = "results"
+SOURCE_REPORT = "source_identity.json"
+
+
+@dataclass
+class Models:
+    """Every network the build uses, loaded once per run."""
+
+    detector: object
+    judge: object
+    fused: FusedPass
+
+
+def load_models(cfg: Config) -> Models:
+    from builder.device import resolve_device
+
+    device = resolve_device(cfg.runtime.device)
+    swapper = load_swapper(cfg, device)
+    restorer = load_restorer(cfg, device)
+    needs_parser = cfg.swap.mouth or cfg.swap.paste_mask == "parsing"
+    parser = load_parser(cfg, device) if needs_parser else None
+    return Models(make_detector(cfg), make_judge(cfg), FusedPass(swapper, restorer, parser, cfg.swap))
+
+
+@dataclass
+class Pending:
+    """One donor photo between decoding and its manifest record."""
+
+    key: str
+    path: Path
+    image: np.ndarray
+    face: Face
+    donor_face: str
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class BuildSummary:
+    out: Path
+    photos: int
+    processed: int  # this run; the rest were already done
+    kept: int
+    rejected: int
+    failed: int
+    image_dir: Path | None
+    source: SourceIdentity | None
+    seconds: float
+    records: list[Record]
+
+
+def _prefetch(paths: list[Path], load: Callable[[Path], np.ndarray], depth: int) -> Iterator[tuple[Path, Future]]:
+    """Decode up to ``depth`` photos ahead in a thread while the models work on earlier ones."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="decode") as pool:
+        queue: list[tuple[Path, Future]] = []
+        it = iter(paths)
+        for path in it:
+            queue.append((path, pool.submit(load, path)))
+            if len(queue) >= depth:
+                break
+        while queue:
+            head = queue.pop(0)
+            nxt = next(it, None)
+            if nxt is not None:
+                queue.append((nxt, pool.submit(load, nxt)))
+            yield head
+
+
+def _key(path: Path, root: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return path.name
+
+
+def _face_dict(face: Face) -> dict:
+    return {"box": np.round(face.box, 2).tolist(), "score": round(float(face.score), 4), "kps": np.round(face.kps, 2).tolist()}
+
+
+def _check_inputs(cfg: Config) -> tuple[Path, Path]:
+    if not cfg.paths.out:
+        raise BuilderError("no output folder: pass --out DIR (or set [paths] out)")
+    if not cfg.paths.donors:
+        raise BuilderError("no donor photos: pass --donors DIR (or set [paths] donors)")
+    if not cfg.paths.source:
+        raise BuilderError("no source face: pass --source PATH (or set [paths] source)")
+    donors = Path(cfg.paths.donors)
+    if not donors.exists():
+        raise BuilderError(f"donor folder {donors} does not exist")
+    return Path(cfg.paths.out), donors
+
+
+def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
+    """Process every donor photo not yet in the manifest, then settle the final selection."""
+    start = time.perf_counter()
+    out, donors = _check_inputs(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    models = models or load_models(cfg)
+    manifest = Manifest(out / MANIFEST)
+
+    source = source_identity(
+        source_paths(cfg.paths.source), models.detector, models.fused.swapper, models.judge, cfg.runtime.max_pixels
+    )
+    atomic_write_json(out / SOURCE_REPORT, {"used": source.used, "failed": [list(f) for f in source.failed]})
+    for path, reason in source.failed:
+        console.print(f"[yellow]source {path} skipped: {reason}[/yellow]")
+
+    photos = list_images(donors)
+    todo = [p for p in photos if not manifest.done(_key(p, donors), out)]
+    # Over every photo, not just the pending ones, so a resumed run picks the same faces.
+    reference = _donor_reference(photos, cfg, models) if cfg.faces.donor_face == "consistent" else None
+
+    processed = 0
+    with progress() as bar:
+        task = bar.add_task("swap + restore", total=len(photos), completed=len(photos) - len(todo), status="")
+        batch: list[Pending] = []
+
+        def flush() -> None:
+            nonlocal processed
+            for record in _run_batch(batch, source, cfg, models, out):
+                manifest.add(record)
+                processed += 1
+                bar.update(task, advance=1, status=f"{record.key}: {record.status}")
+            batch.clear()
+
+        for path, future in _prefetch(todo, lambda p: load_image(p, cfg.runtime.max_pixels), depth=2 * cfg.swap.batch_size):
+            key = _key(path, donors)
+            t0 = time.perf_counter()
+            try:
+                image = future.result()
+            except ImageError as exc:
+                manifest.add(Record(key=key, input=str(path), status=FAILED, reasons=[str(exc)]))
+                bar.update(task, advance=1, status=f"{key}: unreadable")
+                continue
+            t1 = time.perf_counter()
+            faces = models.detector.detect(image)
+            face, why = select_donor_face(faces, cfg.faces.donor_face, reference=reference, judge=models.judge, image=image)
+            t2 = time.perf_counter()
+            if face is None:
+                quality = assess(key, Scores(face_found=False), cfg.quality)
+                manifest.add(
+                    Record(key=key, input=str(path), status=FAILED, reasons=[why or NO_FACE], donor_face=why, quality=quality.to_dict())
+                )
+                bar.update(task, advance=1, status=f"{key}: {why}")
+                continue
+            batch.append(Pending(key, path, image, face, why, {"decode": t1 - t0, "detect": t2 - t1}))
+            if len(batch) >= cfg.swap.batch_size:
+                flush()
+        flush()
+
+    image_dir = settle(out, cfg, manifest)
+    records = list(manifest.records.values())
+    return BuildSummary(
+        out=out,
+        photos=len(photos),
+        processed=processed,
+        kept=sum(r.status == KEPT for r in records),
+        rejected=sum(r.status == REJECTED for r in records),
+        failed=sum(r.status == FAILED for r in records),
+        image_dir=image_dir,
+        source=source,
+        seconds=time.perf_counter() - start,
+        records=records,
+    )
+
+
+def _donor_reference(paths: Iterable[Path], cfg: Config, models: Models) -> np.ndarray | None:
+    """Median judge embedding of the largest face of every donor photo (--donor-face consistent)."""
+    from builder.faces.identity import average_identity
+
+    vectors = []
+    for path in paths:
+        try:
+            image = load_image(path, cfg.runtime.max_pixels)
+        except ImageError:
+            continue
+        faces = models.detector.detect(image)
+        if faces:
+            vectors.append(models.judge.embed(image, faces[0]))
+    if not vectors:
+        return None
+    return average_identity(np.median(np.stack(vectors), axis=0)[None])
+
+
+def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models: Models, out: Path) -> list[Record]:
+    if not batch:
+        return []
+    results: list[FusedResult] = models.fused.run([FaceJob(p.image, p.face) for p in batch], source.vector)
+    records = []
+    for p, res in zip(batch, results, strict=True):
+        name = result_name(p.key)
+        t0 = time.perf_counter()
+        scores = score_result(p.image, res.image, p.face, source.judge, models.judge, models.detector)
+        quality = assess(name, scores, cfg.quality)
+        t1 = time.perf_counter()
+        write_image(out / RESULTS / name, res.image)
+        t2 = time.perf_counter()
+        records.append(
+            Record(
+                key=p.key,
+                input=str(p.path),
+                status=KEPT if quality.decision.kept else REJECTED,
+                reasons=list(quality.decision.reasons),
+                output=f"{RESULTS}/{name}",
+                face=_face_dict(p.face),
+                donor_face=p.donor_face,
+                transforms={"swap": np.round(res.m_swap, 6).tolist(), "ffhq": np.round(res.m_ffhq, 6).tolist()},
+                paste_mask=res.paste_mask,
+                quality=quality.to_dict(),
+                timings={k: round(v, 4) for k, v in {**p.timings, **res.timings, "score": t1 - t0, "write": t2 - t1}.items()},
+            )
+        )
+    return records
+
+
+def settle(out: Path, cfg: Config, manifest: Manifest) -> Path | None:
+    """Final decisions that need every photo (duplicates, --keep N), then the image folder.
+
+    Deterministic from the manifest alone, so a resumed run settles exactly like an
+    uninterrupted one. Per-photo rejections stay; only kept results can become rejected.
+    """
+    scored = [r for r in manifest.records.values() if r.status != FAILED and r.quality]
+    items = []
+    for r in scored:
+        a = Assessment.from_dict(r.quality)
+        # Start again from the per-photo verdict so removing a photo can bring its twin back.
+        a.decision.reasons = _per_photo_reasons(r)
+        a.decision.kept = not a.decision.reasons
+        items.append((r, a))
+    finalize([a for _, a in items], cfg.quality.dedup_hamming, cfg.quality.keep)
+    # Random-weight results are noise by construction: they are scored and the verdicts are
+    # recorded, but all are kept so the later stages have a dataset to carry.
+    enforce = not cfg.runtime.random_weights
+    for r, a in items:
+        r.status = KEPT if a.decision.kept or not enforce else REJECTED
+        r.reasons = list(a.decision.reasons) if enforce else []
+        r.quality = {**a.to_dict(), "per_photo_reasons": _per_photo_reasons(r)}
+    manifest.rewrite()
+    return _sync_image_folder(out, cfg, [r for r, _ in items if r.status == KEPT])
+
+
+def _per_photo_reasons(record: Record) -> list[str]:
+    q = record.quality or {}
+    if "per_photo_reasons" in q:
+        return list(q["per_photo_reasons"])
+    return list(q.get("reasons", []))
+
+
+def _sync_image_folder(out: Path, cfg: Config, kept: list[Record]) -> Path | None:
+    """Make img/<N>_<trigger> <class>/ hold exactly the kept results, under their stable names.
+
+    Names come from the donor photo's path, so a caption stays attached to its image
+    across runs; a result that stops being kept loses its image and its caption.
+    """
+    folder = instance_dir(out, cfg)
+    wanted = {Path(r.output).name: out / r.output for r in kept if r.output}
+    for existing in kohya_images(folder):
+        if existing.name not in wanted:
+            existing.unlink()
+            for ext in CAPTION_EXTENSIONS:
+                existing.with_suffix(ext).unlink(missing_ok=True)
+    for name, src in sorted(wanted.items()):
+        dst = folder / name
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            atomic_write_bytes(dst, src.read_bytes())
+    return folder

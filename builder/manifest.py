@@ -1,0 +1,84 @@
+"""manifest.jsonl: one record per donor photo, the build's memory across runs.
+
+A record is appended (and fsynced) as soon as a photo is done, after its output file
+is in place, so a killed run resumes from the last finished photo. Decisions that
+need every photo (near-duplicates, --keep N) are made at the end, and the file is
+then rewritten atomically with the final status of each record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from builder.io import append_jsonl, atomic_write_text, read_jsonl
+
+KEPT = "kept"
+REJECTED = "rejected"
+FAILED = "failed"  # the photo could not be used at all (unreadable, no face, ...)
+
+
+@dataclass
+class Record:
+    key: str  # path relative to the donor folder, with forward slashes: unique per photo
+    input: str
+    status: str
+    reasons: list[str] = field(default_factory=list)
+    output: str | None = None  # result file, relative to the run folder
+    face: dict[str, Any] | None = None  # box, score, kps of the donor face
+    donor_face: str = ""  # which face was taken and why
+    transforms: dict[str, list[list[float]]] | None = None  # image->crop affines
+    paste_mask: str | None = None
+    quality: dict[str, Any] | None = None  # builder.quality Assessment: scores, combined, reasons
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Record:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def result_name(key: str, suffix: str = ".png") -> str:
+    """A file name safe on every OS, unique per donor photo, stable across runs.
+
+    Two photos with the same name in different subfolders get different names through
+    the short hash of their relative path; the readable stem is kept for the user.
+    """
+    stem = PurePosixPath(key).stem
+    stem = unicodedata.normalize("NFKD", stem).encode("ascii", "ignore").decode("ascii")
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:60] or "photo"
+    digest = hashlib.sha1(key.encode("utf-8")).hexdigest()[:8]
+    return f"{stem}_{digest}{suffix}"
+
+
+class Manifest:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.records: dict[str, Record] = {}
+        for d in read_jsonl(self.path):
+            rec = Record.from_dict(d)
+            self.records[rec.key] = rec  # a later line for the same photo wins
+
+    def done(self, key: str, run_dir: Path) -> bool:
+        """A photo is done when its record exists and, if it made a result, the file is there."""
+        rec = self.records.get(key)
+        if rec is None:
+            return False
+        return rec.output is None or (Path(run_dir) / rec.output).is_file()
+
+    def add(self, record: Record) -> None:
+        append_jsonl(self.path, record.to_dict())
+        self.records[record.key] = record
+
+    def rewrite(self) -> None:
+        records = sorted(self.records.values(), key=lambda r: r.key)
+        atomic_write_text(self.path, "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in records))

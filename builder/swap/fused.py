@@ -1,0 +1,143 @@
+"""The fused swap -> mouth -> restore -> paste pass.
+
+Per face: the original photo is warped once into the swapper's crop and once into the
+restorer's FFHQ-512 crop, from the same detected landmarks. The swapped face travels
+from the swap crop into the FFHQ crop with the composed affine (one resampling), the
+donor's own mouth goes back in from the original FFHQ crop, the restorer runs, and the
+result is pasted into the photo once. Nothing is detected twice and nothing is pasted
+back and re-aligned, so the face pixels are resampled three times instead of four and
+the detector cost is paid once (bench/fused_vs_chained.py measures both).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from builder.config import SwapConfig
+from builder.faces import align
+from builder.faces.types import Face
+from builder.models.base import FaceParser, Restorer, Swapper
+from builder.swap.masks import blend, label_mask
+from builder.swap.parsing import FACE_LABELS, MOUTH_LABELS
+
+FFHQ_SIZE = 512
+# How much of the swap crop's edge is faded out before it is carried into the FFHQ crop:
+# the generator's outermost pixels are its least reliable and its crop edge is a hard line.
+SWAP_EDGE_ERODE = 0.04
+SWAP_EDGE_FEATHER = 0.08
+# The fallback paste mask: facexlib erodes and blurs the whole FFHQ crop box the same way.
+BOX_ERODE = 0.04
+BOX_FEATHER = 0.06
+# A parsing map whose face region covers less than this share of the crop is not trusted
+# (a missed parse, or random weights); the box mask is used instead and the record says so.
+MIN_PARSED_FACE_SHARE = 0.05
+
+
+@dataclass
+class FaceJob:
+    image: np.ndarray  # the full original photo, uint8 BGR; never modified
+    face: Face
+
+
+@dataclass
+class FusedResult:
+    image: np.ndarray  # full-resolution result
+    m_swap: np.ndarray  # image -> swap crop
+    m_ffhq: np.ndarray  # image -> FFHQ crop
+    paste_mask: str  # "parsing" or "box" (fallback)
+    mouth: bool
+    restored_crop: np.ndarray  # FFHQ crop after restoration, for scoring and contact sheets
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per face, by step
+
+
+class FusedPass:
+    """Runs a batch of faces (from any number of photos) through each model once."""
+
+    resamplings = 3  # image->swap crop, swap crop->FFHQ crop, FFHQ crop->image
+
+    def __init__(self, swapper: Swapper, restorer: Restorer, parser: FaceParser | None, cfg: SwapConfig):
+        if parser is None and (cfg.mouth or cfg.paste_mask == "parsing"):
+            raise ValueError("a face parser is needed for the mouth transplant and the parsing paste mask")
+        self.swapper = swapper
+        self.restorer = restorer
+        self.parser = parser
+        self.cfg = cfg
+        size = swapper.crop_size
+        self.swap_edge = align.box_mask(size, int(size * SWAP_EDGE_ERODE), int(size * SWAP_EDGE_FEATHER))
+        self._box = align.box_mask(FFHQ_SIZE, int(FFHQ_SIZE * BOX_ERODE), int(FFHQ_SIZE * BOX_FEATHER))
+
+    def run(self, jobs: Sequence[FaceJob], identity: np.ndarray) -> list[FusedResult]:
+        if not jobs:
+            return []
+        n = len(jobs)
+        t: dict[str, float] = {}
+
+        def tick(step: str, start: float) -> float:
+            now = time.perf_counter()
+            t[step] = t.get(step, 0.0) + (now - start) / n
+            return now
+
+        start = time.perf_counter()
+        m_swap = [self.swapper.alignment(j.face.kps) for j in jobs]
+        m_ffhq = [align.estimate_ffhq(j.face.kps, FFHQ_SIZE) for j in jobs]
+        swap_crops = np.stack([align.warp(j.image, m, self.swapper.crop_size) for j, m in zip(jobs, m_swap, strict=True)])
+        # Reflect, not black, beyond the photo's edge: the restorer and the parser see plausible
+        # context instead of a hard black border they were never trained on.
+        originals = np.stack(
+            [align.warp(j.image, m, FFHQ_SIZE, border="reflect") for j, m in zip(jobs, m_ffhq, strict=True)]
+        )
+        start = tick("warp", start)
+
+        swapped = self.swapper.swap(swap_crops, identity)
+        start = tick("swap", start)
+
+        merged = []
+        for i in range(n):
+            # swap crop -> image -> FFHQ crop, as one affine: the face is resampled once here.
+            carry = align.compose(m_ffhq[i], align.invert(m_swap[i]))
+            face_in_ffhq = align.warp(swapped[i], carry, FFHQ_SIZE)
+            edge = align.warp(self.swap_edge, carry, FFHQ_SIZE)
+            merged.append(blend(originals[i], face_in_ffhq, edge))
+        merged_arr = np.stack(merged)
+        start = tick("carry", start)
+
+        labels = self.parser.parse(originals) if self.parser is not None else None
+        start = tick("parse", start)
+
+        if self.cfg.mouth and labels is not None:
+            for i in range(n):
+                mouth = label_mask(labels[i], MOUTH_LABELS, self.cfg.mouth_dilate, self.cfg.mouth_feather)
+                merged_arr[i] = blend(merged_arr[i], originals[i], mouth)
+        start = tick("mouth", start)
+
+        restored = self.restorer.restore(merged_arr)
+        start = tick("restore", start)
+
+        results = []
+        for i, job in enumerate(jobs):
+            mask, kind = self.paste_mask_for(labels[i] if labels is not None else None)
+            image = align.paste_back(job.image, restored[i], m_ffhq[i], mask)
+            results.append(
+                FusedResult(
+                    image=image,
+                    m_swap=m_swap[i],
+                    m_ffhq=m_ffhq[i],
+                    paste_mask=kind,
+                    mouth=bool(self.cfg.mouth and labels is not None),
+                    restored_crop=restored[i],
+                    timings=t,
+                )
+            )
+        tick("paste", start)
+        return results
+
+    def paste_mask_for(self, labels: np.ndarray | None) -> tuple[np.ndarray, str]:
+        if self.cfg.paste_mask == "parsing" and labels is not None:
+            face = label_mask(labels, FACE_LABELS, dilate=FFHQ_SIZE // 64, feather=FFHQ_SIZE // 32)
+            if float((face > 0.5).mean()) >= MIN_PARSED_FACE_SHARE:
+                return face * self._box, "parsing"
+        return self._box, "box"

@@ -1,0 +1,72 @@
+"""The source identity: one vector for the new face, from one or several photos."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from builder.errors import BuilderError, ImageError
+from builder.faces import align
+from builder.faces.identity import average_identity
+from builder.io import list_images, load_image
+from builder.models.base import Swapper
+
+
+@dataclass
+class SourceIdentity:
+    vector: np.ndarray  # (512,) what the swapper is conditioned on
+    judge: np.ndarray | None  # L2-normalised judge embedding, for scoring results
+    used: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+def source_paths(sources: list[str]) -> list[Path]:
+    paths: list[Path] = []
+    for s in sources:
+        p = Path(s)
+        if p.is_dir():
+            paths.extend(list_images(p))
+        elif p.is_file():
+            paths.append(p)
+        else:
+            raise BuilderError(f"source {p}: no such file or folder")
+    return paths
+
+
+def source_identity(paths: list[Path], detector, swapper: Swapper, judge=None, max_pixels: int = 60_000_000) -> SourceIdentity:
+    """Embed every source photo with the swapper's own ArcFace and average them.
+
+    Directions are averaged on the unit sphere (normalise, mean, renormalise) so one
+    high-contrast photo does not outvote the rest. GHOST's generator was trained on raw,
+    unnormalised ArcFace vectors, so the average is rescaled to the sources' mean norm.
+    """
+    raw: list[np.ndarray] = []
+    judged: list[np.ndarray] = []
+    used: list[str] = []
+    failed: list[tuple[str, str]] = []
+    for path in paths:
+        try:
+            image = load_image(path, max_pixels)
+        except ImageError as exc:
+            failed.append((str(path), str(exc)))
+            continue
+        faces = detector.detect(image)
+        if not faces:
+            failed.append((str(path), "no face found"))
+            continue
+        face = faces[0]  # sources are portraits of one person; the largest face is theirs
+        crop = align.warp(image, swapper.alignment(face.kps), swapper.crop_size)
+        raw.append(swapper.embed_source(crop[None])[0].astype(np.float32))
+        if judge is not None:
+            judged.append(judge.embed(image, face))
+        used.append(str(path))
+    if not raw:
+        details = "; ".join(f"{p}: {r}" for p, r in failed) or "no source photos given"
+        raise BuilderError(f"no usable source face ({details})")
+    stack = np.stack(raw)
+    mean_norm = float(np.linalg.norm(stack, axis=1).mean())
+    vector = average_identity(stack) * mean_norm
+    judge_vec = average_identity(np.stack(judged)) if judged else None
+    return SourceIdentity(vector=vector.astype(np.float32), judge=judge_vec, used=used, failed=failed)
