@@ -8,6 +8,7 @@ in a threshold should never be silently ignored.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import tomllib
@@ -221,10 +222,8 @@ def _apply(cfg: Config, section: str, key: str, value: Any, origin: str) -> None
 
 def from_dict(data: dict[str, Any], origin: str = "config", base: Config | None = None) -> Config:
     """Build a Config from nested dicts ({section: {key: value}}), checking every key."""
-    cfg = dataclasses.replace(base) if base is not None else Config()
-    if base is not None:
-        for f in dataclasses.fields(Config):
-            setattr(cfg, f.name, dataclasses.replace(getattr(base, f.name)))
+    # A deep copy: list values (source, seeds, strip_words) must not be shared with the base.
+    cfg = copy.deepcopy(base) if base is not None else Config()
     for section, values in data.items():
         if not isinstance(values, dict):
             raise ConfigError(
