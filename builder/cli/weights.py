@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rich.console import Console
+from rich.markup import escape
 
 from builder import weights as W
 from builder.cli.common import build_config
@@ -59,7 +60,7 @@ def _size(spec: W.WeightSpec) -> str:
 
 def list_weights(names: list[str], weights_dir: str, verify: bool) -> int:
     out = Console(soft_wrap=True, highlight=False)  # stdout, unwrapped: URLs stay greppable
-    out.print(f"model cache: {W.cache_dir(weights_dir)}   hub cache: {W.hf_cache_dir()}")
+    out.print(escape(f"model cache: {W.cache_dir(weights_dir)}   hub cache: {W.hf_cache_dir()}"))
     bad = 0
     for name in names:
         spec = W.REGISTRY[name]
@@ -67,13 +68,13 @@ def list_weights(names: list[str], weights_dir: str, verify: bool) -> int:
         bad += st.state == W.BAD
         style = STATE_STYLE[st.state]
         tags = [spec.kind] + (["optional"] if spec.optional else [])
-        out.print(f"\n[bold]{name}[/bold] [{style}]{st.state}[/{style}]  ({', '.join(tags)}) {spec.purpose}")
+        out.print(f"\n[bold]{name}[/bold] [{style}]{escape(st.state)}[/{style}]  "
+                  f"({', '.join(tags)}) {escape(spec.purpose)}")
         out.print(f"  file     {spec.filename}")
         out.print(f"  url      {W.page_url(spec)}")
-        if spec.kind == "hf":
-            out.print(f"  repo     {spec.url}")
         out.print(f"  size     {_size(spec)}")
         out.print(f"  sha256   {spec.sha256 or ('hub-verified' if spec.kind == 'hf' else 'unknown')}")
         out.print(f"  licence  {spec.license}")
-        out.print(f"  path     {st.path}" + (f"   ({st.detail})" if st.detail else ""))
+        detail = f"   ({st.detail})" if st.detail else ""
+        out.print(escape(f"  path     {st.path}{detail}"))
     return 1 if verify and bad else 0
