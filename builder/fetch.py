@@ -114,6 +114,7 @@ def download_file(
                 hasher.update(chunk)
     task = progress.add_task(label, total=size, completed=offset) if progress else None
 
+    expected = size
     if size is None or offset < size:
         headers = {"User-Agent": USER_AGENT}
         if offset:
@@ -133,9 +134,11 @@ def download_file(
                 if offset and resp.status != 206:  # the server ignored Range: start over
                     offset, mode, hasher = 0, "wb", hashlib.sha256()
                 length = resp.headers.get("Content-Length")
+                if length and length.isdigit() and not resp.headers.get("Content-Encoding"):
+                    # Without a registry size, the server's length is what "complete" means.
+                    expected = expected or offset + int(length)
                 if progress is not None and task is not None:
-                    total = offset + int(length) if length and length.isdigit() else size
-                    progress.update(task, total=total, completed=offset)
+                    progress.update(task, total=expected, completed=offset)
                 try:
                     with open(part, mode) as fh:
                         while chunk := resp.read(CHUNK):
@@ -152,9 +155,11 @@ def download_file(
                     ) from None
 
     got = part.stat().st_size
-    if size is not None and got < size:
+    if expected is not None and got < expected:
+        # http.client ends a cut-off body quietly, so a short file is caught here.
         raise DownloadError(
-            f"{url}: only {got:,} of {size:,} B arrived; {part} is kept and the next --fetch resumes"
+            f"{url}: only {got:,} of {expected:,} B arrived; {part} is kept and the next "
+            "--fetch resumes"
         )
     digest = hasher.hexdigest()
     if (size is not None and got != size) or (sha256 is not None and digest != sha256.lower()):

@@ -213,6 +213,29 @@ def test_interrupted_download_keeps_part_and_next_call_resumes(tmp_path: Path) -
     assert dest.read_bytes() == PAYLOAD
 
 
+def test_cut_off_download_of_unknown_size_is_not_taken_as_complete(tmp_path: Path) -> None:
+    served = Served(files={"/g.pth": PAYLOAD}, cut_after=500_000)
+    dest = tmp_path / "g.pth"
+    with file_server(served) as base:
+        with pytest.raises(F.DownloadError, match="resumes"):
+            F.download_file(f"{base}/g.pth", dest, size=None, sha256=None, label="g")
+        assert not dest.exists()
+        served.cut_after = None
+        F.download_file(f"{base}/g.pth", dest, size=None, sha256=None, label="g")
+    assert served.requests[-1]["range"] == "bytes=500000-"
+    assert dest.read_bytes() == PAYLOAD
+
+
+def test_resume_follows_redirects_like_github_releases(tmp_path: Path) -> None:
+    served = Served(files={"/objects/w.pth": PAYLOAD}, redirects={"/releases/w.pth": "/objects/w.pth"})
+    dest = tmp_path / "w.pth"
+    (tmp_path / "w.pth.part").write_bytes(PAYLOAD[:4096])
+    with file_server(served) as base:
+        F.download_file(f"{base}/releases/w.pth", dest, size=len(PAYLOAD), sha256=_sha(PAYLOAD), label="w")
+    assert [r["range"] for r in served.requests] == ["bytes=4096-", "bytes=4096-"]
+    assert dest.read_bytes() == PAYLOAD
+
+
 def test_checksum_bad_download_is_deleted_not_installed(tmp_path: Path) -> None:
     corrupt = b"Z" + PAYLOAD[1:]
     served = Served(files={"/w.pth": corrupt})
