@@ -364,3 +364,62 @@ def test_needed_for_follows_the_config() -> None:
     assert {"gfpgan_v1.4", "buffalo_l"} <= set(W.needed_for(cfg)) and "blip_large" not in W.needed_for(cfg)
     cfg.runtime.random_weights = True
     assert W.needed_for(cfg) == []
+
+
+def _fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: tuple[str, ...]) -> list[tuple]:
+    """Stand-ins for the hub's download calls that write the cache layout they would."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    calls: list[tuple] = []
+    repo_dir = tmp_path / "hub" / "models--Salesforce--blip-image-captioning-large"
+    snap = repo_dir / "snapshots" / "0123abcd"
+
+    def snapshot_download(repo_id: str, allow_patterns: list[str]) -> str:
+        calls.append(("snapshot", repo_id, tuple(allow_patterns)))
+        snap.mkdir(parents=True, exist_ok=True)
+        (repo_dir / "refs").mkdir(exist_ok=True)
+        (repo_dir / "refs" / "main").write_text("0123abcd")
+        for f in files:
+            (snap / f).write_text("x")
+        return str(snap)
+
+    def hf_hub_download(repo_id: str, filename: str) -> str:
+        calls.append(("file", repo_id, filename))
+        (snap / filename).write_text("x")
+        return str(snap / filename)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", hf_hub_download)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(F.HostProbe, "error", lambda self, url: None)
+    return calls
+
+
+def test_fetch_hub_repo_gets_json_and_safetensors_only(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = _fake_hub(monkeypatch, tmp_path, ("config.json", "model.safetensors"))
+    [snap] = F.fetch(["blip_large"], str(tmp_path))
+    assert snap == W.require("blip_large", str(tmp_path))
+    assert calls == [("snapshot", "Salesforce/blip-image-captioning-large", tuple(W.HF_ALLOW))]
+
+
+def test_fetch_hub_repo_without_safetensors_gets_the_pickle(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    calls = _fake_hub(monkeypatch, tmp_path, ("config.json",))
+    [snap] = F.fetch(["blip_large"], str(tmp_path))
+    assert (snap / "pytorch_model.bin").exists()
+    assert calls[-1] == ("file", "Salesforce/blip-image-captioning-large", "pytorch_model.bin")
+
+
+def test_offline_hub_fetch_fails_fast_with_by_hand_steps(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{closed_port()}")
+    start = time.monotonic()
+    with pytest.raises(MissingWeightError) as err:
+        F.fetch(["blip_large"], str(tmp_path))
+    assert time.monotonic() - start < 10
+    msg = str(err.value)
+    assert "cannot reach 127.0.0.1" in msg
+    assert "huggingface-cli download Salesforce/blip-image-captioning-large" in msg
+    assert "https://huggingface.co/Salesforce/blip-image-captioning-large" in msg
