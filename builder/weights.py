@@ -22,8 +22,12 @@ import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from builder.errors import BuilderError, MissingWeightError
+
+if TYPE_CHECKING:
+    from builder.config import Config
 
 ENV_VAR = "LORA_BUILDER_WEIGHTS"
 VERIFIED_FILE = ".verified.json"
@@ -367,7 +371,7 @@ def _partial_note(spec: WeightSpec, weights_dir: str) -> str:
     return ""
 
 
-def needed_for(cfg) -> list[str]:  # cfg: builder.config.Config (import avoided: no cycle)
+def needed_for(cfg: Config) -> list[str]:
     """Registry names the given configuration will load (random weights load none)."""
     if cfg.runtime.random_weights:
         return []

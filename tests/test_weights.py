@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import io
 import re
+import shutil
 import time
 import zipfile
 from pathlib import Path
@@ -423,3 +424,19 @@ def test_offline_hub_fetch_fails_fast_with_by_hand_steps(monkeypatch: pytest.Mon
     assert "cannot reach 127.0.0.1" in msg
     assert "huggingface-cli download Salesforce/blip-image-captioning-large" in msg
     assert "https://huggingface.co/Salesforce/blip-image-captioning-large" in msg
+
+
+def test_zip_put_there_by_hand_is_verified_and_unpacked_offline(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    blob = _pack_zip(nested=True)
+    _register(monkeypatch, "antelopev2", url=f"http://127.0.0.1:{closed_port()}/antelopev2.zip",
+              size=len(blob), sha256=_sha(blob))
+    zip_path = W.download_path("antelopev2", str(tmp_path))
+    zip_path.parent.mkdir(parents=True)
+    zip_path.write_bytes(blob)
+    [folder] = F.fetch(["antelopev2"], str(tmp_path))
+    assert (folder / "glintr100.onnx").is_file() and not zip_path.exists()
+    zip_path.write_bytes(b"not the zip")  # a bad hand-placed zip is refused, not unpacked
+    shutil.rmtree(folder)
+    with pytest.raises(MissingWeightError, match="checksum bad"):
+        F.fetch(["antelopev2"], str(tmp_path))
