@@ -7,6 +7,8 @@ import argparse
 import importlib
 import sys
 
+from rich.markup import escape
+
 from builder.cli import COMMANDS
 from builder.cli.common import add_global_flags
 from builder.console import console
@@ -34,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except BuilderError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
+        # Escaped and unwrapped: messages carry URLs and paths a user copies as they are.
+        console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted; everything written so far is complete and kept[/yellow]")
