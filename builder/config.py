@@ -54,6 +54,9 @@ class FacesConfig:
     det_threshold: float = 0.5
     donor_face: Literal["largest", "consistent"] = "largest"
     judge: Literal["insightface", "dlib"] = "insightface"  # recognition net that scores identity
+    max_faces: int = 10  # detections kept per photo, largest first
+    ambiguous_ratio: float = 0.8  # "largest": skip a photo whose 2nd face has over this share of the 1st's area
+    dlib_max_side: int = 1024  # dlib's HOG scans a copy at most this long; landmarks use full resolution
 
 
 @dataclass

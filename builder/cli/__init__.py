@@ -8,4 +8,5 @@ from __future__ import annotations
 COMMANDS: list[str] = [
     "weights",
     "doctor",
+    "faces",
 ]
