@@ -120,6 +120,15 @@ class KohyaConfig:
     mixed_precision: str = "fp16"
     attention: Literal["sdpa", "xformers", "none"] = "sdpa"
     reg_repeats: int = 1
+    save_precision: Literal["fp16", "bf16", "float"] = "fp16"
+    shuffle_caption: bool = True  # keep_tokens (from the captions) pins the trigger and class in front
+    max_token_length: int = 0  # 0: 75, 150 or 225 from the captions' token counts; else forced
+    sample_every_n_epochs: int = 1  # 0: sd-scripts renders no samples while training
+    sample_sampler: str = "euler_a"
+    output_name: str = ""  # LoRA file name; empty: the trigger word
+    tokenizer_cache_dir: str = ""  # holds openai_clip-vit-large-patch14/ so train_network.py needs no download
+    accelerate: str = ""  # accelerate executable; empty: sd-scripts' venv, then PATH, then this Python's
+    extra_args: list[str] = field(default_factory=list)  # "key=value" train_network.py arguments over the preset
 
 
 @dataclass

@@ -9,4 +9,5 @@ COMMANDS: list[str] = [
     "weights",
     "doctor",
     "faces",
+    "train",
 ]

@@ -1,0 +1,208 @@
+"""Run sd-scripts' train_network.py through ``accelerate launch``, streaming its log.
+
+Checks first (each failure has its own message): the sd-scripts checkout, the
+``accelerate`` launcher, the base model. Then the child's output goes to the terminal
+and ``<out>/log/train.log``; its tqdm "steps" counter drives a progress bar; a failure
+ends with the last lines of the log and the exact command to run by hand.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tomllib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from builder.console import progress
+from builder.errors import BuilderError
+
+# tqdm's bar for the training loop (desc="steps"); "validation steps:" bars are not it.
+STEP_RE = re.compile(r"^steps:\s+\d+%\|.*?\|\s*(\d+)/(\d+)")
+TOTAL_RE = re.compile(r"total optimization steps[^:]*:\s*(\d+)")
+EPOCH_RE = re.compile(r"^epoch (\d+)/(\d+)")
+TAIL_LINES = 40
+
+
+@dataclass
+class TrainCommand:
+    argv: list[str]
+    cwd: Path
+    config: Path
+    log: Path
+
+    def shell(self) -> str:
+        """What to paste into a terminal to run it by hand."""
+        if os.name == "nt":
+            return f'cd /d "{self.cwd}" && {subprocess.list2cmdline(self.argv)}'
+        return f"cd {shlex.quote(str(self.cwd))} && {shlex.join(self.argv)}"
+
+
+def check_sd_scripts(folder: str | Path) -> Path:
+    if not str(folder):
+        raise BuilderError(
+            "sd-scripts checkout not given: pass --sd-scripts DIR or set paths.sd_scripts "
+            "(git clone https://github.com/kohya-ss/sd-scripts)"
+        )
+    path = Path(folder).expanduser().resolve()
+    if not path.is_dir():
+        raise BuilderError(f"sd-scripts checkout {path} does not exist (paths.sd_scripts / --sd-scripts)")
+    if not (path / "train_network.py").is_file():
+        raise BuilderError(f"{path} is not an sd-scripts checkout: it has no train_network.py")
+    return path
+
+
+def _venv_bins(sd_scripts: Path) -> list[Path]:
+    # kohya_ss and sd-scripts' own install instructions put their virtualenv beside the code.
+    bins = []
+    for root in (sd_scripts, sd_scripts.parent):
+        for name in ("venv", ".venv"):
+            bins += [root / name / "bin", root / name / "Scripts"]
+    return bins
+
+
+def find_accelerate(
+    sd_scripts: Path,
+    explicit: str = "",
+    search_path: str | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The argv prefix of ``accelerate launch``: its executable, or ``python -m`` its launcher."""
+    exe = "accelerate.exe" if os.name == "nt" else "accelerate"
+    if explicit:
+        path = Path(explicit).expanduser()
+        if not path.is_file():
+            raise BuilderError(f"kohya.accelerate = {explicit}: no such file")
+        return [str(path.resolve()), "launch"]
+    for folder in _venv_bins(sd_scripts):
+        if (folder / exe).is_file():
+            return [str(folder / exe), "launch"]
+    found = shutil.which("accelerate", path=search_path)
+    if found:
+        return [found, "launch"]
+    beside = Path(python).parent / exe
+    if beside.is_file():
+        return [str(beside), "launch"]
+    probe = subprocess.run([python, "-c", "import accelerate.commands.launch"], capture_output=True)
+    if probe.returncode == 0:
+        return [python, "-m", "accelerate.commands.launch"]
+    raise BuilderError(
+        "accelerate not found: not in sd-scripts' venv, not on PATH, not beside "
+        f"{python}, and `{python} -m accelerate.commands.launch` fails. Install sd-scripts' "
+        "requirements (pip install -r requirements.txt in the sd-scripts venv) or set kohya.accelerate"
+    )
+
+
+def check_base_model(value: str) -> Path:
+    if not value:
+        raise BuilderError("base model not given: pass --base-model FILE or set paths.base_model")
+    path = Path(value).expanduser()
+    if not path.exists():
+        raise BuilderError(f"base model {path} does not exist")
+    if path.is_dir() and not (path / "model_index.json").is_file():
+        raise BuilderError(f"base model {path} is a folder without model_index.json (not a diffusers model)")
+    if path.is_file() and path.suffix.lower() not in (".safetensors", ".ckpt", ".pt", ".bin"):
+        raise BuilderError(f"base model {path}: expected a .safetensors or .ckpt file or a diffusers folder")
+    return path
+
+
+def read_config_toml(config: Path) -> dict:
+    """config.toml flattened as sd-scripts flattens it."""
+    try:
+        doc = tomllib.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BuilderError(f"{config} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise BuilderError(f"{config}: not valid TOML: {exc}") from None
+    flat: dict = {}
+    for key, value in doc.items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    return flat
+
+
+def make_command(out: Path, sd_scripts: Path, launch: list[str]) -> TrainCommand:
+    config = (out / "config.toml").resolve()
+    argv = [*launch, "--num_cpu_threads_per_process", "1", str(sd_scripts / "train_network.py"),
+            "--config_file", str(config)]
+    return TrainCommand(argv=argv, cwd=sd_scripts, config=config, log=(out / "log" / "train.log").resolve())
+
+
+def _segments(stream: IO[bytes]) -> Iterator[tuple[str, bool]]:
+    """Pieces of the child's output split at \\n and \\r; True when the piece ended with \\r."""
+    buf = b""
+    while True:
+        chunk = stream.read1(4096) if hasattr(stream, "read1") else stream.read(4096)
+        if not chunk:
+            break
+        buf += chunk
+        while True:
+            cut = min((i for i in (buf.find(b"\n"), buf.find(b"\r")) if i >= 0), default=-1)
+            if cut < 0:
+                break
+            yield buf[:cut].decode("utf-8", "replace"), buf[cut : cut + 1] == b"\r"
+            buf = buf[cut + 1 :]
+    if buf:
+        yield buf.decode("utf-8", "replace"), False
+
+
+@dataclass
+class TrainResult:
+    returncode: int
+    steps_done: int
+    total_steps: int | None
+    tail: list[str]
+
+
+def run_training(cmd: TrainCommand, env: dict[str, str] | None = None) -> TrainResult:
+    """Run it, echo its lines, log them, and follow its step counter on a progress bar."""
+    cmd.log.parent.mkdir(parents=True, exist_ok=True)
+    child_env = {**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8", **(env or {})}
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    steps_done, total = 0, None
+    with open(cmd.log, "a", encoding="utf-8") as log, progress() as bar:
+        log.write(f"\n=== {datetime.datetime.now().isoformat(timespec='seconds')} {cmd.shell()}\n")
+        task = bar.add_task("training", total=None, status="starting")
+        try:
+            proc = subprocess.Popen(cmd.argv, cwd=cmd.cwd, env=child_env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+        except OSError as exc:
+            raise BuilderError(f"cannot start {cmd.argv[0]}: {exc.strerror or exc}") from exc
+        assert proc.stdout is not None
+        try:
+            for text, is_cr in _segments(proc.stdout):
+                if not text.strip():
+                    continue
+                step = STEP_RE.match(text.strip())
+                if step:
+                    done, of = int(step.group(1)), int(step.group(2))
+                    if done != steps_done or total != of:
+                        steps_done, total = done, of
+                        bar.update(task, completed=done, total=of, status="")
+                        log.write(text.strip() + "\n")
+                    continue
+                if is_cr:  # other carriage-return bars (latents caching): log only
+                    continue
+                tail.append(text)
+                log.write(text + "\n")
+                log.flush()
+                bar.console.print(text, markup=False, highlight=False)
+                if m := TOTAL_RE.search(text):
+                    total = int(m.group(1))
+                    bar.update(task, total=total)
+                elif m := EPOCH_RE.match(text.strip()):
+                    bar.update(task, status=f"epoch {m.group(1)}/{m.group(2)}")
+            proc.wait()
+        except BaseException:
+            proc.kill()
+            proc.wait()
+            raise
+        log.write(f"=== exit code {proc.returncode}\n")
+    return TrainResult(proc.returncode, steps_done, total, list(tail))

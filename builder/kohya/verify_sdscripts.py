@@ -1,0 +1,165 @@
+"""Developer tool: hold the generated kohya files to a real sd-scripts checkout.
+
+CI cannot install sd-scripts, so this records what it accepts (``sdscripts_schema.json``)
+and the tests hold every generated file to that record. Run it with a Python that can
+import sd-scripts (its own virtualenv, with this repository importable):
+
+    python -m builder.kohya.verify_sdscripts --sd-scripts ~/sd-scripts --kohya-ss ~/kohya_ss --write-schema
+    python -m builder.kohya.verify_sdscripts --sd-scripts ~/sd-scripts --run runs/ohwx
+
+``--write-schema`` rewrites the record from the checkout (its commit, the dataset-config
+keys its ConfigSanitizer allows at each level, every train_network.py argument with its
+kind and choices, and the kohya_ss GUI's saved LoRA configuration names). ``--run`` feeds
+a generated run folder through sd-scripts' own code paths: ``read_config_from_file`` on
+config.toml, ConfigSanitizer + BlueprintGenerator on dataset_config.toml, building the
+DreamBooth dataset (folder scan, repeats, caption reading), and ``load_prompts``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from builder.kohya.schema import SCHEMA_PATH
+
+
+def _git_commit(folder: Path) -> str:
+    try:
+        return subprocess.run(
+            ["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _import_sd_scripts(sd_scripts: Path) -> tuple[Any, Any, Any]:
+    sys.path.insert(0, str(sd_scripts))
+    os.chdir(sd_scripts)  # sd-scripts resolves some files relative to its checkout
+    import train_network  # type: ignore[import-not-found]
+    from library import config_util, train_util  # type: ignore[import-not-found]
+
+    return train_network, config_util, train_util
+
+
+def _argument_record(action: argparse.Action) -> dict[str, Any]:
+    flag = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
+    record: dict[str, Any] = {"kind": "flag" if flag else "value"}
+    if not flag:
+        record["type"] = getattr(action.type, "__name__", str(action.type)) if action.type else "str"
+        if action.choices is not None:
+            record["choices"] = list(action.choices)
+        if action.nargs is not None:
+            record["nargs"] = action.nargs
+    return record
+
+
+def gui_parameter_names(kohya_ss: Path) -> list[str]:
+    """The keys kohya_ss writes into a saved LoRA configuration (lora_gui.save_configuration)."""
+    source = (kohya_ss / "kohya_gui" / "lora_gui.py").read_text(encoding="utf-8")
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef) and node.name == "save_configuration":
+            # SaveConfigFile drops these two; the rest is the flat JSON the GUI "Open"s.
+            return [a.arg for a in node.args.args if a.arg not in ("save_as_bool", "file_path")]
+    raise SystemExit(f"{kohya_ss}: lora_gui.py has no save_configuration")
+
+
+def collect_schema(
+    sd_scripts: Path, kohya_ss: Path | None, sd_commit: str | None = None, gui_commit: str | None = None
+) -> dict[str, Any]:
+    train_network, config_util, _ = _import_sd_scripts(sd_scripts)
+    parser = train_network.setup_parser()
+    arguments = {a.dest: _argument_record(a) for a in parser._actions if a.dest != "help"}
+    # The same sanitizer train_network builds (masked_loss off: no ControlNet-style subsets).
+    sanitizer = config_util.ConfigSanitizer(True, True, False, True)
+    schema: dict[str, Any] = {
+        "sd_scripts": {"repository": "https://github.com/kohya-ss/sd-scripts", "commit": sd_commit or _git_commit(sd_scripts)},
+        "dataset_config": {
+            "general": sorted(map(str, sanitizer.general_schema)),
+            "datasets": sorted(str(k) for k in sanitizer.db_dataset_schema if str(k) != "subsets"),
+            "subsets": sorted(map(str, sanitizer.db_subset_schema)),
+            "required_subset_keys": ["image_dir"],
+        },
+        "train_network_arguments": dict(sorted(arguments.items())),
+    }
+    if kohya_ss is not None:
+        schema["kohya_ss_gui"] = {
+            "repository": "https://github.com/bmaltais/kohya_ss",
+            "commit": gui_commit or _git_commit(kohya_ss),
+            "lora_config_keys": sorted(gui_parameter_names(kohya_ss)),
+        }
+    return schema
+
+
+def check_run(sd_scripts: Path, run: Path) -> list[str]:
+    """Feed a generated run folder through sd-scripts' own readers; return what they report."""
+    run = run.resolve()
+    train_network, config_util, train_util = _import_sd_scripts(sd_scripts)
+    parser = train_network.setup_parser()
+    config_file = str(run / "config.toml")
+    # read_config_from_file re-parses sys.argv, exactly as `train_network.py --config_file X` would.
+    sys.argv = ["train_network.py", "--config_file", config_file]
+    args = parser.parse_args()
+    args = train_util.read_config_from_file(args, parser)
+    known = set(vars(parser.parse_args([])))
+    import toml  # the reader sd-scripts itself uses
+
+    flat: dict[str, Any] = {}
+    for key, value in toml.load(config_file).items():
+        flat.update(value if isinstance(value, dict) else {key: value})
+    report = [f"config.toml: {len(flat)} keys, all known to train_network.py: {set(flat) <= known}"]
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise SystemExit(f"config.toml has keys train_network.py ignores: {unknown}")
+    train_util.verify_training_args(args)
+    train_util.prepare_dataset_args(args, True)
+    report.append(f"resolution {args.resolution!r}, max_token_length {args.max_token_length}")
+
+    user_config = config_util.load_user_config(args.dataset_config)
+    generator = config_util.BlueprintGenerator(config_util.ConfigSanitizer(True, True, args.masked_loss, True))
+    blueprint = generator.generate(user_config, args)
+    group, _ = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
+    for dataset in group.datasets:
+        for subset in dataset.subsets:
+            report.append(
+                f"subset {subset.image_dir}: {subset.img_count} images x {subset.num_repeats} repeats, "
+                f"is_reg={subset.is_reg}, caption_extension={subset.caption_extension!r}, "
+                f"keep_tokens={subset.keep_tokens}, shuffle={subset.shuffle_caption}"
+            )
+        captions = sorted({info.caption for info in dataset.image_data.values()})
+        report.append(f"dataset: {dataset.num_train_images} train items, {dataset.num_reg_images} reg items; "
+                      f"first caption read: {captions[0]!r}")
+    prompts = train_util.load_prompts(str(args.sample_prompts))
+    report.append(f"sample prompts: {len(prompts)}, first: {prompts[0]}")
+    return report
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sd-scripts", type=Path, required=True)
+    parser.add_argument("--kohya-ss", type=Path, default=None, help="kohya_ss GUI checkout (for --write-schema)")
+    parser.add_argument("--write-schema", action="store_true")
+    parser.add_argument("--sd-scripts-commit", default=None, help="when the checkout is not a git work tree")
+    parser.add_argument("--kohya-ss-commit", default=None, help="when the checkout is not a git work tree")
+    parser.add_argument("--run", type=Path, default=None, help="a run folder with config.toml")
+    args = parser.parse_args()
+    sd_scripts = args.sd_scripts.resolve()
+    if args.write_schema:
+        schema = collect_schema(
+            sd_scripts, args.kohya_ss.resolve() if args.kohya_ss else None, args.sd_scripts_commit, args.kohya_ss_commit
+        )
+        SCHEMA_PATH.write_text(json.dumps(schema, indent=1) + "\n", encoding="utf-8")
+        print(f"wrote {SCHEMA_PATH} from sd-scripts {schema['sd_scripts']['commit']}")
+    if args.run is not None:
+        for line in check_run(sd_scripts, args.run):
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
