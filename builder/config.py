@@ -76,9 +76,9 @@ class SwapConfig:
 class QualityConfig:
     min_det_score: float = 0.6
     min_face_px: int = 96  # shorter side of the donor face box
-    max_blur_drop: float = 0.35  # reject if the result's Laplacian variance falls below this share of the donor's
-    min_source_similarity: float = 0.35
-    max_donor_similarity: float = 0.80
+    max_blur_drop: float = 0.30  # reject if the result's Laplacian variance falls below this share of the donor's
+    min_source_similarity: float | None = None  # judge cosine; unset: the judge's calibrated value (README, quality)
+    max_donor_similarity: float | None = None  # above it the swap "did not take"; unset: the judge's value
     max_yaw: float = 60.0
     max_pitch: float = 40.0
     dedup_hamming: int = 6

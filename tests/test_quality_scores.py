@@ -10,6 +10,7 @@ from PIL import Image
 from rich.console import Console
 
 from builder.config import QualityConfig
+from builder.errors import ConfigError
 from builder.quality import (
     Assessment,
     Decision,
@@ -66,7 +67,7 @@ def good_scores(**kw) -> Scores:
     base = dict(
         det_score=0.95, face_px=200.0, blur_donor=300.0, blur_result=280.0, blur_ratio=280 / 300,
         source_similarity=0.6, donor_similarity=0.3, yaw=10.0, pitch=-5.0,
-        redetect_faces=1, redetect_score=0.9, redetect_iou=0.8, phash="0f0f0f0f0f0f0f0f",
+        redetect_faces=1, redetect_score=0.9, redetect_iou=0.8, phash="0f0f0f0f0f0f0f0f", judge="insightface",
     )
     base.update(kw)
     return Scores(**base)
@@ -78,10 +79,12 @@ def good_scores(**kw) -> Scores:
         ({"det_score": 0.3}, "low detection score"),
         ({"face_px": 40.0}, "face too small"),
         ({"blur_ratio": 0.1}, "blurry"),
-        ({"source_similarity": 0.1}, "identity too far from source"),
+        ({"source_similarity": 0.1, "donor_similarity": 0.05}, "identity too far from source"),
         ({"donor_similarity": 0.95}, "swap did not take (still looks like donor)"),
+        ({"donor_similarity": 0.5, "source_similarity": 0.45}, "swap did not take (still looks like donor)"),
         ({"yaw": -75.0}, "extreme pose"),
         ({"pitch": 50.0}, "extreme pose"),
+        ({"yaw": float("nan")}, "extreme pose"),
         ({"redetect_faces": 0, "redetect_score": None}, "broken face (re-detection)"),
         ({"redetect_faces": 2}, "broken face (re-detection)"),
         ({"redetect_score": 0.2}, "broken face (re-detection)"),
@@ -94,8 +97,22 @@ def test_each_check_names_its_reason(change, reason) -> None:
     assert not d.kept and d.reasons == [reason]
 
 
+def test_identity_thresholds_follow_the_judge_unless_configured() -> None:
+    q = QualityConfig()
+    dlib_swap = good_scores(judge="dlib", source_similarity=0.85, donor_similarity=0.80)
+    assert decide(dlib_swap, q).reasons == ["identity too far from source"]
+    assert decide(good_scores(source_similarity=0.85, donor_similarity=0.60), q).kept  # insightface scale
+    assert decide(dlib_swap, QualityConfig(min_source_similarity=0.8)).kept
+    assert decide(good_scores(judge="dlib", source_similarity=0.96, donor_similarity=0.94), q).reasons == [
+        "swap did not take (still looks like donor)"
+    ]
+    with pytest.raises(ConfigError, match=r"judge 'other'.*quality\.min_source_similarity"):
+        decide(good_scores(judge="other"), q)
+    assert decide(good_scores(judge="other"), QualityConfig(min_source_similarity=0.3, max_donor_similarity=0.7)).kept
+
+
 def test_all_failures_are_listed_and_unmeasured_scores_are_not_judged() -> None:
-    d = decide(good_scores(face_px=10.0, blur_ratio=0.01, source_similarity=0.0), QualityConfig())
+    d = decide(good_scores(face_px=10.0, blur_ratio=0.01, source_similarity=0.0, donor_similarity=-0.1), QualityConfig())
     assert d.reasons == ["face too small", "blurry", "identity too far from source"]
     assert decide(Scores(det_score=0.9, face_px=300.0), QualityConfig()).kept
     assert decide(Scores(face_found=False), QualityConfig()).reasons == ["no face"]
@@ -135,9 +152,13 @@ def test_assessment_round_trips_through_json() -> None:
     import json
 
     a = assess("x.png", good_scores(blur_ratio=0.1), QualityConfig())
-    back = Assessment.from_dict(json.loads(json.dumps(a.to_dict())))
+    back = Assessment.from_dict(json.loads(json.dumps(a.to_dict(), allow_nan=False)))
     assert back.to_dict() == a.to_dict()
     assert back.scores == a.scores
+    # A pose the landmarks could not give is rejected, and written as null, not NaN.
+    degenerate = assess("y.png", good_scores(pitch=float("nan")), QualityConfig())
+    assert degenerate.decision.reasons == ["extreme pose"]
+    assert json.loads(json.dumps(degenerate.to_dict(), allow_nan=False))["scores"]["pitch"] is None
 
 
 def test_summary_counts_reasons_and_shows_distributions() -> None:

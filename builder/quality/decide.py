@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from builder.config import QualityConfig
+from builder.errors import ConfigError
 from builder.quality.scores import Scores
 
 NO_FACE = "no face"
@@ -19,6 +20,33 @@ EXTREME_POSE = "extreme pose"
 BROKEN = "broken face (re-detection)"
 DUPLICATE = "near-duplicate of"  # followed by the better file's name
 NOT_IN_BEST = "not in the best N (quality.keep)"
+
+
+# (min_source_similarity, max_donor_similarity) per judge, used where the config leaves them
+# unset: the judges' cosines live on different scales. dlib: measured here (README, quality):
+# other photos of the source 0.92-0.94, a real GHOST swap 0.96 to the source and 0.86 to its
+# donor, unswapped donor photos 0.79-0.88 to the source and 0.90-0.98 to each other.
+# insightface (ArcFace): its usual verification range, where other people score below 0.3.
+JUDGE_THRESHOLDS: dict[str, tuple[float, float]] = {
+    "insightface": (0.35, 0.70),
+    "dlib": (0.90, 0.93),
+}
+
+
+def identity_thresholds(q: QualityConfig, judge: str | None) -> tuple[float, float]:
+    """The config's identity thresholds, each falling back to the judge's calibrated one."""
+    if q.min_source_similarity is not None and q.max_donor_similarity is not None:
+        return q.min_source_similarity, q.max_donor_similarity
+    if judge not in JUDGE_THRESHOLDS:
+        raise ConfigError(
+            f"no calibrated identity thresholds for the judge {judge!r}: set quality.min_source_similarity "
+            "and quality.max_donor_similarity"
+        )
+    lo, hi = JUDGE_THRESHOLDS[judge]
+    return (
+        lo if q.min_source_similarity is None else q.min_source_similarity,
+        hi if q.max_donor_similarity is None else q.max_donor_similarity,
+    )
 
 
 @dataclass
@@ -36,7 +64,8 @@ def decide(scores: Scores, q: QualityConfig) -> Decision:
 
     The blur check compares the result with the donor photo's own face (``blur_ratio``),
     so a soft photo is judged by what the swap did to it, not again for being soft.
-    The identity checks use the judge network, never the swapper's own ArcFace.
+    The identity checks use the judge network, never the swapper's own ArcFace, with the
+    thresholds of ``identity_thresholds``.
     """
     d = Decision(kept=True)
     if not scores.face_found:
@@ -48,19 +77,32 @@ def decide(scores: Scores, q: QualityConfig) -> Decision:
         d.reject(TOO_SMALL)
     if scores.blur_ratio is not None and scores.blur_ratio < q.max_blur_drop:
         d.reject(BLURRY)
-    if scores.source_similarity is not None and scores.source_similarity < q.min_source_similarity:
-        d.reject(FAR_FROM_SOURCE)
-    if scores.donor_similarity is not None and scores.donor_similarity > q.max_donor_similarity:
-        d.reject(DID_NOT_TAKE)
-    if (scores.yaw is not None and abs(scores.yaw) > q.max_yaw) or (
-        scores.pitch is not None and abs(scores.pitch) > q.max_pitch
-    ):
+    if scores.source_similarity is not None or scores.donor_similarity is not None:
+        min_source, max_donor = identity_thresholds(q, scores.judge)
+        if scores.source_similarity is not None and scores.source_similarity < min_source:
+            d.reject(FAR_FROM_SOURCE)
+        if scores.donor_similarity is not None and (
+            scores.donor_similarity > max_donor
+            # Whatever the judge's scale: a result closer to the donor than to the source is the donor.
+            or (scores.source_similarity is not None and scores.donor_similarity >= scores.source_similarity)
+        ):
+            d.reject(DID_NOT_TAKE)
+    if not _pose_ok(scores, q):
         d.reject(EXTREME_POSE)
     if scores.redetect_faces is not None and (
         scores.redetect_faces != 1 or (scores.redetect_score or 0.0) < q.min_det_score
     ):
         d.reject(BROKEN)
     return d
+
+
+def _pose_ok(scores: Scores, q: QualityConfig) -> bool:
+    # NaN: the landmarks were measured but could not give a pose (collapsed eyes or mouth),
+    # which is a broken face geometry. None: not measured, so not judged.
+    for angle, limit in ((scores.yaw, q.max_yaw), (scores.pitch, q.max_pitch)):
+        if angle is not None and (not math.isfinite(angle) or abs(angle) > limit):
+            return False
+    return True
 
 
 def _sharpness(blur: float | None) -> float:
@@ -86,7 +128,7 @@ def combined_score(scores: Scores) -> float:
     size = min(1.0, (scores.face_px or 0.0) / 512.0)
     det = min(1.0, max(0.0, scores.det_score or 0.0))
     frontal = 0.0
-    if scores.yaw is not None and scores.pitch is not None:
+    if scores.yaw is not None and scores.pitch is not None and math.isfinite(scores.yaw + scores.pitch):
         frontal = max(0.0, 1 - abs(scores.yaw) / 90) * max(0.0, 1 - abs(scores.pitch) / 90)
     return 0.45 * identity + 0.20 * _sharpness(scores.blur_result) + 0.10 * size + 0.10 * det + 0.15 * frontal
 

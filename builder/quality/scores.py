@@ -7,12 +7,15 @@ All functions here are pure (arrays in, numbers out). ``score_result`` gathers t
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import cv2
 import numpy as np
 
+from builder.faces.identity import cosine
+from builder.faces.pose import head_pose
 from builder.faces.types import Face
 
 # Face regions are resized to this square before the Laplacian, so a sharpness number
@@ -30,6 +33,8 @@ class Detector(Protocol):
 
 
 class Judge(Protocol):
+    name: str
+
     def embed(self, image_bgr: np.ndarray, face: Face) -> np.ndarray: ...
 
 
@@ -51,9 +56,13 @@ class Scores:
     redetect_score: float | None = None  # best detector confidence among them
     redetect_iou: float | None = None  # best overlap with the swap box
     phash: str | None = None  # 64-bit DCT perceptual hash of the result, hex
+    judge: str | None = None  # which recognition net measured the similarities (their scale differs)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """JSON-ready: a NaN (a pose the landmarks could not give) is written as null."""
+        return {
+            k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Scores:
@@ -149,13 +158,11 @@ def score_result(
     """
     if face is None:
         return Scores(face_found=False, phash=phash(original_bgr))
-    from builder.faces.pose import head_pose
-
     result = original_bgr if result_bgr is None else result_bgr
     box = np.asarray(face.box, dtype=np.float64)
     blur_donor = laplacian_variance(original_bgr, box)
     blur_result = laplacian_variance(result, box)
-    yaw, pitch = head_pose(face)[:2]
+    yaw, pitch = head_pose(face)
     scores = Scores(
         det_score=float(face.score),
         face_px=face.size,
@@ -167,8 +174,7 @@ def score_result(
         phash=phash(result),
     )
     if judge is not None:
-        from builder.faces.identity import cosine
-
+        scores.judge = judge.name
         result_emb = judge.embed(result, face)
         if source_identity is not None:
             scores.source_similarity = float(cosine(result_emb, source_identity))
