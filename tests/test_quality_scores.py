@@ -87,7 +87,6 @@ def good_scores(**kw) -> Scores:
         ({"yaw": float("nan")}, "extreme pose"),
         ({"redetect_faces": 0, "redetect_score": None}, "broken face (re-detection)"),
         ({"redetect_faces": 2}, "broken face (re-detection)"),
-        ({"redetect_score": 0.2}, "broken face (re-detection)"),
     ],
 )
 def test_each_check_names_its_reason(change, reason) -> None:
