@@ -1,0 +1,210 @@
+"""The diffusers side of sampling: load the base model, check and apply kohya LoRAs, render.
+
+A base model is either one ``.safetensors``/``.ckpt`` file (the way SD 1.5 checkpoints are
+shared; loaded with ``StableDiffusionPipeline.from_single_file``) or a diffusers folder
+(``model_index.json``; ``from_pretrained``). LoRAs are the files sd-scripts writes, in its
+own key layout (``lora_unet_<module path with _>.lora_down.weight`` ...); diffusers'
+``load_lora_weights`` converts that layout itself, and each file is checked against the
+loaded UNet and text encoder first so a LoRA for another base model fails with a reason
+instead of being applied to nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import diffusers
+import numpy as np
+import torch
+from diffusers import StableDiffusionPipeline
+
+from builder.config import Config
+from builder.device import model_dtype
+from builder.errors import BuilderError
+from builder.sample.prompts import SAMPLERS, SamplePrompt
+
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+SET_BASE_MODEL = (
+    "pass --base-model FILE|DIR or set [paths] base_model in the config: an SD 1.5-family "
+    ".safetensors/.ckpt checkpoint (e.g. v1-5-pruned-emaonly.safetensors) or a diffusers folder"
+)
+SINGLE_FILE_CONFIG_HELP = (
+    "from_single_file reads the component configs of the model family (for SD 1.5: "
+    "stable-diffusion-v1-5/stable-diffusion-v1-5, a few kB of JSON and the tokenizer) from the "
+    "Hugging Face Hub unless [sample] model_config (--model-config) names a local diffusers folder "
+    "holding them (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/ configs). "
+    "With no internet, point --model-config at such a folder, or run once online so the "
+    "Hugging Face cache keeps them"
+)
+
+
+def resolve_base_model(cfg: Config) -> Path:
+    """The configured base model path, checked before anything slow happens."""
+    if not cfg.paths.base_model:
+        raise BuilderError(f"no base model configured: {SET_BASE_MODEL}")
+    path = Path(cfg.paths.base_model).expanduser()
+    if not path.exists():
+        raise BuilderError(f"base model {path} does not exist ({SET_BASE_MODEL})")
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise BuilderError(f"base model folder {path} is not a diffusers pipeline (no model_index.json)")
+    elif path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+        raise BuilderError(f"base model {path} is neither a diffusers folder nor a .safetensors/.ckpt file")
+    return path
+
+
+def load_pipeline(path: Path, cfg: Config, device: torch.device) -> StableDiffusionPipeline:
+    # safety_checker=None: it replaces flagged images with black ones, and identity scoring
+    # needs the pixels the model actually made; this is the user's own model and prompts.
+    kwargs = {"torch_dtype": model_dtype(device), "safety_checker": None, "requires_safety_checker": False}
+    try:
+        if path.is_dir():
+            pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+        else:
+            config = cfg.sample.model_config or None
+            pipe = StableDiffusionPipeline.from_single_file(
+                str(path), config=config, local_files_only=bool(config and Path(config).is_dir()), **kwargs
+            )
+    except Exception as exc:  # diffusers raises OSError, ValueError, hub errors... for one cause: unusable input
+        hint = f". {SINGLE_FILE_CONFIG_HELP}" if path.is_file() else ""
+        raise BuilderError(f"cannot load base model {path}: {exc}{hint}") from exc
+    pipe.set_progress_bar_config(disable=True)  # the sampler draws one rich bar over all renders
+    return pipe.to(device)
+
+
+def _read_lora(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        if path.suffix.lower() == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # safetensors and torch raise many types for a corrupt file
+        raise BuilderError(f"LoRA file {path} cannot be read: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BuilderError(f"LoRA file {path} holds a {type(obj).__name__}, not a state dict")
+    return obj
+
+
+def _lora_targets(pipe: StableDiffusionPipeline) -> dict[str, torch.nn.Module]:
+    """kohya's name for every Linear/Conv2d a LoRA may patch: module path, dots as underscores."""
+    targets: dict[str, torch.nn.Module] = {}
+    roots = [("lora_unet_", pipe.unet)]
+    if pipe.text_encoder is not None:
+        roots.append(("lora_te_", pipe.text_encoder))
+    for prefix, root in roots:
+        for name, module in root.named_modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+                key = name.replace(".", "_")
+                targets[prefix + key] = module
+                if prefix == "lora_te_" and not hasattr(root, "text_model"):
+                    # sd-scripts' transformers 4.x nests CLIP under text_model; transformers 5 does not.
+                    targets[prefix + "text_model_" + key] = module
+    return targets
+
+
+def _expected_shapes(module: torch.nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if isinstance(module, torch.nn.Conv2d):
+        up_kernel = (1, 1)
+        return (rank, module.in_channels, *module.kernel_size), (module.out_channels, rank, *up_kernel)
+    return (rank, module.in_features), (module.out_features, rank)
+
+
+def _shown(items: list[str]) -> str:
+    return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+
+
+def check_lora(path: Path, pipe: StableDiffusionPipeline) -> int:
+    """Refuse a LoRA that is not kohya-format or does not fit this UNet/text encoder; return its module count."""
+    path = Path(path)
+    if not path.is_file():
+        raise BuilderError(f"LoRA file {path} does not exist")
+    sd = _read_lora(path)
+    if not sd:
+        raise BuilderError(f"LoRA file {path} is empty")
+    modules: dict[str, dict[str, torch.Tensor]] = {}
+    foreign = []
+    for key, tensor in sd.items():
+        name, _, part = key.partition(".")
+        if not name.startswith(("lora_unet_", "lora_te")) or part not in (
+            "lora_down.weight", "lora_up.weight", "alpha", "dora_scale"
+        ):
+            foreign.append(key)
+            continue
+        modules.setdefault(name, {})[part] = tensor
+    if foreign:
+        raise BuilderError(
+            f"LoRA file {path} is not in kohya sd-scripts' key format (lora_unet_*/lora_te_* with "
+            f".lora_down.weight, .lora_up.weight, .alpha); unexpected keys: {_shown(foreign)}"
+        )
+    targets = _lora_targets(pipe)
+    unknown = [name for name in modules if name not in targets]
+    if unknown:
+        what = "nothing" if len(unknown) == len(modules) else f"{len(unknown)} of its {len(modules)} modules"
+        raise BuilderError(
+            f"LoRA file {path} does not match this base model's UNet/text encoder ({what} found, e.g. "
+            f"{_shown(unknown)}); it was trained for another architecture (SDXL and SD 2 LoRAs do not "
+            "fit SD 1.5)"
+        )
+    misshapen = []
+    for name, parts in modules.items():
+        if "lora_down.weight" not in parts or "lora_up.weight" not in parts:
+            misshapen.append(f"{name} (needs both lora_down and lora_up)")
+            continue
+        rank = parts["lora_down.weight"].shape[0]
+        down, up = _expected_shapes(targets[name], rank)
+        got = (tuple(parts["lora_down.weight"].shape), tuple(parts["lora_up.weight"].shape))
+        if got != (down, up):
+            misshapen.append(f"{name} (file {got[0]}/{got[1]}, model {down}/{up})")
+    if misshapen:
+        raise BuilderError(f"LoRA file {path} has weights that do not fit this base model: {_shown(misshapen)}")
+    return len(modules)
+
+
+@contextlib.contextmanager
+def lora_applied(pipe: StableDiffusionPipeline, path: Path | None) -> Iterator[None]:
+    """Apply one LoRA for the duration of the block, then remove it completely.
+
+    ``unload_lora_weights`` takes the LoRA layers out again (rather than merging them in),
+    so the next epoch and the control row see the untouched base weights: epochs never stack.
+    """
+    if path is None:
+        yield
+        return
+    try:
+        pipe.load_lora_weights(str(path), adapter_name="epoch")
+    except Exception as exc:  # diffusers/peft raise ValueError, KeyError, RuntimeError for a bad file
+        pipe.unload_lora_weights()
+        raise BuilderError(f"LoRA file {path} could not be applied: {exc}") from exc
+    try:
+        yield
+    finally:
+        pipe.unload_lora_weights()
+
+
+def set_sampler(pipe: StableDiffusionPipeline, base_config: dict, sampler: str) -> None:
+    class_name, extra = SAMPLERS[sampler]
+    if type(pipe.scheduler).__name__ == class_name and all(pipe.scheduler.config.get(k) == v for k, v in extra.items()):
+        return
+    pipe.scheduler = getattr(diffusers, class_name).from_config(base_config, **extra)
+
+
+def render(pipe: StableDiffusionPipeline, prompt: SamplePrompt, seed: int, base_scheduler_config: dict) -> np.ndarray:
+    """One image as uint8 BGR; the seed drives a CPU generator so CPU and GPU runs start from the same noise."""
+    set_sampler(pipe, base_scheduler_config, prompt.sampler)
+    generator = torch.Generator("cpu").manual_seed(seed)
+    with torch.inference_mode():
+        out = pipe(
+            prompt=prompt.text,
+            negative_prompt=prompt.negative or None,
+            width=prompt.width,
+            height=prompt.height,
+            num_inference_steps=prompt.steps,
+            guidance_scale=prompt.guidance,
+            generator=generator,
+            output_type="np",
+        )
+    rgb = np.clip(np.nan_to_num(out.images[0]), 0.0, 1.0)
+    return np.ascontiguousarray((rgb * 255.0 + 0.5).astype(np.uint8)[:, :, ::-1])
