@@ -139,6 +139,10 @@ class SampleConfig:
     height: int = 512
     seeds: list[int] = field(default_factory=lambda: [1, 2])
     identity_threshold: float = 0.4
+    sampler: str = "ddim"  # kohya sampler name for prompt lines without --ss (sd-scripts' default)
+    prompts: str = ""  # kohya prompt file; empty: <out>/sample_prompts.txt, else built from [character]
+    model_config: str = ""  # diffusers config folder (or repo id) for a single-file base model; offline: a local folder
+    score: bool = True  # identity-score the samples against the source photos
 
 
 @dataclass

@@ -10,4 +10,5 @@ COMMANDS: list[str] = [
     "doctor",
     "faces",
     "train",
+    "sample",
 ]
