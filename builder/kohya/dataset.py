@@ -57,7 +57,8 @@ class StepPlan:
         return (
             f"{self.images} images x {self.repeats} repeats{reg} / batch {self.batch_size} = "
             f"{self.steps_per_epoch} steps per epoch, x {self.epochs} epochs = {self.total_steps} steps "
-            f"(target {self.target_steps}, kohya.target_steps)"
+            f"(target {self.target_steps}, kohya.target_steps; aspect-ratio buckets that do not fill "
+            "a batch add a few)"
         )
 
 
