@@ -19,9 +19,20 @@ from builder.config import Config
 from builder.errors import BuilderError
 from builder.sample import run_samples
 from builder.sample.epochs import find_epochs
-from builder.sample.pipeline import check_lora, load_pipeline, lora_applied, render, resolve_base_model
+from builder.sample.pipeline import (
+    check_lora,
+    load_pipeline,
+    lora_applied,
+    render,
+    resolve_base_model,
+)
 from builder.sample.prompts import parse_prompt_line, read_prompt_file
-from tests.fixtures.tiny_sd import build_tiny_pipeline, kohya_lora_state_dict, save_tiny_pipeline, write_kohya_lora
+from tests.fixtures.tiny_sd import (
+    build_tiny_pipeline,
+    kohya_lora_state_dict,
+    save_tiny_pipeline,
+    write_kohya_lora,
+)
 
 PROMPTS = (
     "# two prompts, tiny renders\n"
@@ -188,7 +199,7 @@ def test_base_model_errors_say_how_to_set_it(tmp_path: Path) -> None:
     with pytest.raises(BuilderError, match=r"v1-5-pruned-emaonly\.safetensors does not exist"):
         resolve_base_model(cfg)
     cfg.paths.base_model = str(tmp_path)
-    with pytest.raises(BuilderError, match="is not a diffusers pipeline .no model_index.json"):
+    with pytest.raises(BuilderError, match=r"is not a diffusers pipeline \(no model_index\.json\)"):
         resolve_base_model(cfg)
 
 
@@ -261,3 +272,56 @@ def test_cli_sample_missing_lora_and_base_model(
     report = json.loads((out / "samples" / "report.json").read_text())
     assert [e["label"] for e in report["epochs"]] == ["base", "ohwx-000001"]
     assert report["scored"] is False and all(i["face_found"] is None for i in report["images"])
+
+
+def test_scores_and_best_epoch_on_real_photos(
+    cfg: Config, pipe: StableDiffusionPipeline, tmp_path: Path, source_photo: Path, donor_photos: list[Path]
+) -> None:
+    """Put real photos where the renders were (a resumed run keeps them) to check the scoring end to end.
+
+    dlib's judge puts different people near cosine 0.82 (its 0.6 distance rule), so the
+    threshold here is dlib's, not the ArcFace-scale default.
+    """
+    from builder.io import load_image, write_image
+
+    cfg.sample.identity_threshold = 0.9
+    out = _run_folder(tmp_path, pipe)
+    run_samples(cfg, out)
+    source = load_image(source_photo)
+    donors = [load_image(p) for p in donor_photos[:3]]
+    placed = {
+        "base": donors,  # the control: somebody else
+        "ohwx-000001": [donors[0], source, np.zeros_like(source)],  # one hit, one miss, one without a face
+        "ohwx-000002": [source, cv2.flip(source, 1), cv2.resize(source, None, fx=0.5, fy=0.5)],
+    }
+    for label, images in placed.items():
+        for name, image in zip(("p01_s7", "p02_s1", "p02_s2"), images, strict=True):
+            write_image(out / "samples" / label / f"{name}.png", image)
+
+    result = run_samples(cfg, out)
+    assert result.rendered == 0 and result.best_epoch == "ohwx-000002"
+    report = json.loads((out / "samples" / "report.json").read_text())
+    by_label = {e["label"]: e for e in report["epochs"]}
+    assert by_label["ohwx-000002"]["mean_similarity"] > 0.98 and by_label["ohwx-000002"]["share_above_threshold"] == 1
+    assert 0.7 < by_label["base"]["mean_similarity"] < 0.88 and by_label["base"]["share_above_threshold"] == 0
+    mid = by_label["ohwx-000001"]
+    assert (mid["faces"], mid["share_with_face"], mid["share_above_threshold"]) == (2, pytest.approx(2 / 3), pytest.approx(1 / 3))
+    sims = {i["file"]: i["similarity"] for i in report["images"]}
+    assert sims["ohwx-000001/p02_s2.png"] is None and sims["ohwx-000002/p01_s7.png"] == pytest.approx(1.0, abs=1e-3)
+    assert report["best_epoch"] == "ohwx-000002"
+    grid = cv2.imread(str(result.grid))
+    assert grid.shape == (44 + 3 * 260 + 4, 230 + 3 * 260 + 4, 3)
+    # The best row is framed in green: the frame's top edge runs just above its first tile.
+    row_top = 44 + 2 * 260 - 2
+    assert (grid[row_top, 5:900] == (120, 220, 80)).all()
+
+
+def test_best_epoch_prefers_mean_then_share_above() -> None:
+    from builder.sample.score import FaceScore, best_epoch, summarize
+
+    a = summarize("a", [FaceScore(True, 0.5), FaceScore(True, 0.3)], threshold=0.45)
+    b = summarize("b", [FaceScore(True, 0.4), FaceScore(True, 0.4)], threshold=0.45)
+    c = summarize("c", [FaceScore(False, None)], threshold=0.45)
+    assert (a.mean_similarity, a.share_above_threshold) == (pytest.approx(0.4), 0.5)
+    assert best_epoch([b, a, c]).label == "a"  # same mean; a has more images above the threshold
+    assert best_epoch([c]) is None

@@ -58,7 +58,7 @@ def resolve_base_model(cfg: Config) -> Path:
 def load_pipeline(path: Path, cfg: Config, device: torch.device) -> StableDiffusionPipeline:
     # safety_checker=None: it replaces flagged images with black ones, and identity scoring
     # needs the pixels the model actually made; this is the user's own model and prompts.
-    kwargs = {"torch_dtype": model_dtype(device), "safety_checker": None, "requires_safety_checker": False}
+    kwargs = {"dtype": model_dtype(device), "safety_checker": None, "requires_safety_checker": False}
     try:
         if path.is_dir():
             pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
