@@ -132,21 +132,56 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
     start = time.perf_counter()
     out, donors = _check_inputs(cfg)
     out.mkdir(parents=True, exist_ok=True)
-    models = models or load_models(cfg)
     manifest = Manifest(out / MANIFEST)
+    photos = list_images(donors)
+    todo = [p for p in photos if not manifest.done(_key(p, donors), out)]
+    processed = 0
+    source = None
+    if todo:  # a finished build only re-settles: no model is loaded
+        models = models or load_models(cfg)
+        source = _source(cfg, models, out)
+        processed = _process(todo, photos, donors, source, cfg, models, manifest, out)
 
+    image_dir = settle(out, cfg, manifest)
+    records = list(manifest.records.values())
+    return BuildSummary(
+        out=out,
+        photos=len(photos),
+        processed=processed,
+        kept=sum(r.status == KEPT for r in records),
+        rejected=sum(r.status == REJECTED for r in records),
+        failed=sum(r.status == FAILED for r in records),
+        image_dir=image_dir,
+        source=source,
+        seconds=time.perf_counter() - start,
+        records=records,
+    )
+
+
+def _source(cfg: Config, models: Models, out: Path) -> SourceIdentity:
     source = source_identity(
         source_paths(cfg.paths.source), models.detector, models.fused.swapper, models.judge, cfg.runtime.max_pixels
     )
     atomic_write_json(out / SOURCE_REPORT, {"used": source.used, "failed": [list(f) for f in source.failed]})
     for path, reason in source.failed:
         console.print(f"[yellow]source {path} skipped: {reason}[/yellow]")
+    return source
 
-    photos = list_images(donors)
-    todo = [p for p in photos if not manifest.done(_key(p, donors), out)]
+
+def _process(
+    todo: list[Path],
+    photos: list[Path],
+    donors: Path,
+    source: SourceIdentity,
+    cfg: Config,
+    models: Models,
+    manifest: Manifest,
+    out: Path,
+) -> int:
     # Over every photo, not just the pending ones, so a resumed run picks the same faces.
-    reference = _donor_reference(photos, cfg, models) if cfg.faces.donor_face == "consistent" else None
-
+    reference, detected = None, {}
+    if cfg.faces.donor_face == "consistent":
+        reference, detected = _donor_reference(photos, cfg, models)
     processed = 0
     with progress() as bar:
         task = bar.add_task("swap + restore", total=len(photos), completed=len(photos) - len(todo), status="")
@@ -170,8 +205,11 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
                 bar.update(task, advance=1, status=f"{key}: unreadable")
                 continue
             t1 = time.perf_counter()
-            faces = models.detector.detect(image)
-            face, why = select_donor_face(faces, cfg.faces.donor_face, reference=reference, judge=models.judge, image=image)
+            faces = detected[path] if path in detected else models.detector.detect(image)
+            face, why = select_donor_face(
+                faces, cfg.faces.donor_face, reference=reference, judge=models.judge, image=image,
+                ambiguous_ratio=cfg.faces.ambiguous_ratio,
+            )
             t2 = time.perf_counter()
             if face is None:
                 quality = assess(key, Scores(face_found=False), cfg.quality)
@@ -184,39 +222,32 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
             if len(batch) >= cfg.swap.batch_size:
                 flush()
         flush()
-
-    image_dir = settle(out, cfg, manifest)
-    records = list(manifest.records.values())
-    return BuildSummary(
-        out=out,
-        photos=len(photos),
-        processed=processed,
-        kept=sum(r.status == KEPT for r in records),
-        rejected=sum(r.status == REJECTED for r in records),
-        failed=sum(r.status == FAILED for r in records),
-        image_dir=image_dir,
-        source=source,
-        seconds=time.perf_counter() - start,
-        records=records,
-    )
+    return processed
 
 
-def _donor_reference(paths: Iterable[Path], cfg: Config, models: Models) -> np.ndarray | None:
-    """Median judge embedding of the largest face of every donor photo (--donor-face consistent)."""
+def _donor_reference(paths: Iterable[Path], cfg: Config, models: Models) -> tuple[np.ndarray | None, dict[Path, list[Face]]]:
+    """Median judge embedding of the largest face of every donor photo (--donor-face consistent).
+
+    Runs over every photo, not only the pending ones, so a resumed run picks the same
+    faces. The detections are returned so the main pass does not detect a second time.
+    """
     from builder.faces.identity import average_identity
 
-    vectors = []
-    for path in paths:
-        try:
-            image = load_image(path, cfg.runtime.max_pixels)
-        except ImageError:
-            continue
-        faces = models.detector.detect(image)
-        if faces:
-            vectors.append(models.judge.embed(image, faces[0]))
+    vectors, detected = [], {}
+    with progress() as bar:
+        task = bar.add_task("donor reference", total=None, status="")
+        for path in paths:
+            bar.update(task, advance=1, status=path.name)
+            try:
+                image = load_image(path, cfg.runtime.max_pixels)
+            except ImageError:
+                continue
+            detected[path] = faces = models.detector.detect(image)
+            if faces:
+                vectors.append(models.judge.embed(image, faces[0]))
     if not vectors:
-        return None
-    return average_identity(np.median(np.stack(vectors), axis=0)[None])
+        return None, detected
+    return average_identity(np.median(np.stack(vectors), axis=0)[None]), detected
 
 
 def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models: Models, out: Path) -> list[Record]:

@@ -12,7 +12,7 @@ from builder.cli.common import build_config
 from builder.config import Config
 from builder.console import console, random_weights_banner
 from builder.contact_sheet import write_quality_sheets
-from builder.manifest import FAILED
+from builder.manifest import FAILED, KEPT
 from builder.quality.decide import Assessment
 from builder.quality.summary import summarize
 
@@ -55,7 +55,9 @@ def write_sheets(summary: BuildSummary, cfg: Config) -> None:
         if not r.quality:
             continue
         shown = summary.out / r.output if r.output else Path(r.input)
-        pictures.append((shown, Assessment.from_dict(r.quality)))
+        assessment = Assessment.from_dict(r.quality)
+        assessment.decision.kept = r.status == KEPT  # --random-weights keeps what the scores reject
+        pictures.append((shown, assessment))
     write_quality_sheets(pictures, summary.out, max_pixels=cfg.runtime.max_pixels)
 
 

@@ -49,6 +49,7 @@ class FusedResult:
     m_swap: np.ndarray  # image -> swap crop
     m_ffhq: np.ndarray  # image -> FFHQ crop
     paste_mask: str  # "parsing" or "box" (fallback)
+    mask: np.ndarray  # the paste mask itself, float32 in FFHQ-crop space
     mouth: bool
     restored_crop: np.ndarray  # FFHQ crop after restoration, for scoring and contact sheets
     timings: dict[str, float] = field(default_factory=dict)  # seconds per face, by step
@@ -127,6 +128,7 @@ class FusedPass:
                     m_swap=m_swap[i],
                     m_ffhq=m_ffhq[i],
                     paste_mask=kind,
+                    mask=mask,
                     mouth=bool(self.cfg.mouth and labels is not None),
                     restored_crop=restored[i],
                     timings=t,
