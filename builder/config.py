@@ -101,7 +101,8 @@ class CaptionConfig:
     order: list[str] = field(default_factory=lambda: ["trigger", "class", "caption", "tags"])
     strip_words: list[str] = field(default_factory=list)
     extra_tags: list[str] = field(default_factory=list)
-    max_tokens: int = 75
+    max_tokens: int = 75  # CLIP tokens per caption; 150 or 225 keeps long ones (kohya max_token_length)
+    clip_tokenizer: str = "openai/clip-vit-large-patch14"  # HF repo id or local folder that counts tokens
 
 
 @dataclass

@@ -8,7 +8,9 @@ from __future__ import annotations
 COMMANDS: list[str] = [
     "weights",
     "doctor",
+    "build",
     "faces",
+    "caption",
     "train",
     "sample",
 ]

@@ -1,0 +1,196 @@
+"""Captioning images on disk: the ``caption`` command's logic and the build stage's entry point.
+
+Modes: ``skip`` captions only images without a caption file (existing files are not
+touched), ``overwrite`` captions every image, ``prefix-only`` puts the trigger and class
+word in front of existing captions without loading a captioning model (running it
+again changes nothing). Each caption file is written atomically as soon as it is made,
+so an interrupted run resumes with ``skip``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from builder.caption.base import Captioner, load_captioner
+from builder.caption.dataset_scan import CaptionTarget, scan_dataset
+from builder.caption.text import (
+    CaptionRules,
+    TokenCounter,
+    fit_caption,
+    load_clip_counter,
+    remove_prefix,
+)
+from builder.config import Config
+from builder.console import console, progress
+from builder.device import resolve_device
+from builder.errors import BuilderError, ImageError
+from builder.io import atomic_write_text, load_image
+
+CaptionerFactory = Callable[[Config, torch.device], Captioner]
+
+
+@dataclass
+class CaptionSummary:
+    captioned: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)
+    prefixed: list[Path] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def done(self) -> int:
+        return len(self.captioned) + len(self.skipped) + len(self.prefixed)
+
+    def table(self) -> Table:
+        table = Table(title="caption summary")
+        for column in ("captioned", "skipped", "prefixed", "failed"):
+            table.add_column(column, justify="right")
+        table.add_row(*(str(len(getattr(self, c))) for c in ("captioned", "skipped", "prefixed", "failed")))
+        return table
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), max(size, 1)):
+        yield items[start : start + size]
+
+
+def _load_batch(paths: Sequence[Path], max_pixels: int) -> tuple[list[int], list[np.ndarray], list[tuple[int, str]]]:
+    """Decode what can be decoded; the rest come back as (index, reason)."""
+    ok, images, bad = [], [], []
+    for i, path in enumerate(paths):
+        try:
+            images.append(load_image(path, max_pixels))
+            ok.append(i)
+        except ImageError as exc:
+            bad.append((i, str(exc)))
+    return ok, images, bad
+
+
+def caption_images(
+    paths: Sequence[Path],
+    cfg: Config,
+    captioner: Captioner,
+    trigger: str,
+    class_word: str,
+    counter: TokenCounter | None = None,
+) -> dict[Path, str]:
+    """Final caption text for each image (batched, rules of [caption] applied); nothing is written.
+
+    For the build stage's own results: an unreadable image is an error (ImageError).
+    """
+    rules = CaptionRules.from_config(cfg.caption)
+    counter = counter or load_clip_counter(cfg.caption.clip_tokenizer)
+    out: dict[Path, str] = {}
+    for batch in _batches(list(paths), cfg.caption.batch_size):
+        images = [load_image(p, cfg.runtime.max_pixels) for p in batch]
+        for path, text in zip(batch, captioner.caption(images), strict=True):
+            out[Path(path)] = fit_caption(trigger, class_word, text, rules, counter)
+    return out
+
+
+def _read_caption(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise BuilderError(f"{path}: caption is not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise BuilderError(f"{path}: cannot read caption ({exc.strerror or exc})") from None
+
+
+def _warn(summary: CaptionSummary, path: Path, reason: str) -> None:
+    reason = reason.removeprefix(f"{path}: ")
+    summary.failed.append((path, reason))
+    console.print(f"[yellow]failed[/yellow] {path}: {reason}")
+
+
+def _write(summary: CaptionSummary, target: CaptionTarget, text: str) -> bool:
+    try:
+        atomic_write_text(target.caption, text)
+    except BuilderError as exc:
+        _warn(summary, target.image, str(exc))
+        return False
+    return True
+
+
+def recaption(
+    folder: Path,
+    cfg: Config,
+    trigger: str | None = None,
+    class_word: str | None = None,
+    captioner_factory: CaptionerFactory = load_captioner,
+    counter: TokenCounter | None = None,
+) -> CaptionSummary:
+    """Caption (or prefix) every image under ``folder`` according to cfg.caption.mode.
+
+    ``trigger``/``class_word`` given explicitly override the kohya folder names. The
+    captioning model is loaded only if some image needs a new caption.
+    """
+    c = cfg.caption
+    rules = CaptionRules.from_config(c)
+    targets, problems = scan_dataset(
+        folder, c.extension, trigger, class_word, cfg.character.trigger, cfg.character.class_word
+    )
+    summary = CaptionSummary()
+    for path, reason in problems:
+        _warn(summary, path, reason)
+    if not targets and not problems:
+        raise BuilderError(f"{folder}: no images found")
+    origins = sorted({t.origin for t in targets})
+    console.print(f"{len(targets)} images under {folder}; trigger and class from {', '.join(origins) or '-'}")
+
+    def tokens() -> TokenCounter:
+        nonlocal counter
+        counter = counter or load_clip_counter(c.clip_tokenizer)
+        return counter
+
+    todo: list[CaptionTarget] = []
+    for t in targets:
+        exists = t.caption.exists()
+        if c.mode == "skip" and exists:
+            summary.skipped.append(t.image)
+        elif c.mode == "prefix-only":
+            try:
+                old = _read_caption(t.caption) if exists else ""
+                new = fit_caption(t.trigger, t.class_word, remove_prefix(old, t.trigger, t.class_word, rules), rules, tokens())
+            except BuilderError as exc:
+                _warn(summary, t.image, str(exc))
+                continue
+            if exists and old.strip() == new:
+                summary.skipped.append(t.image)
+            elif _write(summary, t, new):
+                summary.prefixed.append(t.image)
+        else:
+            todo.append(t)
+
+    if todo:
+        _caption_targets(todo, cfg, rules, tokens(), captioner_factory, summary)
+    console.print(summary.table())
+    return summary
+
+
+def _caption_targets(
+    todo: list[CaptionTarget],
+    cfg: Config,
+    rules: CaptionRules,
+    counter: TokenCounter,
+    captioner_factory: CaptionerFactory,
+    summary: CaptionSummary,
+) -> None:
+    captioner = captioner_factory(cfg, resolve_device(cfg.runtime.device))
+    with progress() as bar:
+        task = bar.add_task("captioning", total=len(todo), status="")
+        for batch in _batches(todo, cfg.caption.batch_size):
+            ok, images, bad = _load_batch([t.image for t in batch], cfg.runtime.max_pixels)
+            for i, reason in bad:
+                _warn(summary, batch[i].image, reason)
+            texts = captioner.caption(images) if images else []
+            for i, text in zip(ok, texts, strict=True):
+                t = batch[i]
+                if _write(summary, t, fit_caption(t.trigger, t.class_word, text, rules, counter)):
+                    summary.captioned.append(t.image)
+            bar.update(task, advance=len(batch), status=batch[-1].image.name)
