@@ -32,6 +32,7 @@ from tests.fixtures.tiny_sd import (
     kohya_lora_state_dict,
     save_tiny_pipeline,
     write_kohya_lora,
+    write_single_file,
 )
 
 PROMPTS = (
@@ -189,6 +190,22 @@ def test_lora_for_another_model_is_refused(pipe: StableDiffusionPipeline, tmp_pa
 
     with pytest.raises(BuilderError, match=r"LoRA file .*missing\.safetensors does not exist"):
         check_lora(tmp_path / "missing.safetensors", pipe)
+
+
+def test_single_file_checkpoint_loads_with_a_local_config(pipe: StableDiffusionPipeline, tiny_sd: Path, tmp_path: Path) -> None:
+    """The README's main path: one original-layout .safetensors, configs from a local folder (offline)."""
+    ckpt = write_single_file(pipe, tmp_path / "tiny-v1-5.safetensors")
+    cfg = Config()
+    cfg.paths.base_model = str(ckpt)
+    cfg.sample.model_config = str(tiny_sd)
+    single = load_pipeline(resolve_base_model(cfg), cfg, torch.device("cpu"))
+    for name in ("unet", "vae", "text_encoder"):
+        ours, theirs = getattr(pipe, name).state_dict(), getattr(single, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert np.array_equal(_render(single, cfg), _render(pipe, cfg))
+    cfg.sample.model_config = str(tmp_path / "no-such-config")
+    with pytest.raises(BuilderError, match=r"model_config .*no-such-config is neither a folder"):
+        load_pipeline(ckpt, cfg, torch.device("cpu"))
 
 
 def test_base_model_errors_say_how_to_set_it(tmp_path: Path) -> None:

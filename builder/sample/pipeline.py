@@ -64,9 +64,13 @@ def load_pipeline(path: Path, cfg: Config, device: torch.device) -> StableDiffus
             pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
         else:
             config = cfg.sample.model_config or None
+            if config and not Path(config).is_dir() and (config.startswith((".", "/", "~")) or config.count("/") != 1):
+                raise BuilderError(f"[sample] model_config {config} is neither a folder nor a Hugging Face repo id")
             pipe = StableDiffusionPipeline.from_single_file(
                 str(path), config=config, local_files_only=bool(config and Path(config).is_dir()), **kwargs
             )
+    except BuilderError:
+        raise
     except Exception as exc:  # diffusers raises OSError, ValueError, hub errors... for one cause: unusable input
         hint = f". {SINGLE_FILE_CONFIG_HELP}" if path.is_file() else ""
         raise BuilderError(f"cannot load base model {path}: {exc}{hint}") from exc
