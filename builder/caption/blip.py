@@ -192,5 +192,6 @@ def load_blip(cfg: Config, device: torch.device) -> BlipCaptioner:
             dtype=model_dtype(device),
         )
     _check_pair(model, processor, source)
-    console.print(f"captioner: BLIP {source} on {device}")
+    kind = "random weights, architecture of" if cfg.runtime.random_weights else "checkpoint"
+    console.print(f"captioner: BLIP ({kind} {source}) on {device}")
     return BlipCaptioner(model, processor, device, settings)
