@@ -1,0 +1,111 @@
+"""`launch.py build` end to end on real photos, real-architecture random-weight models, dlib faces."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import launch
+from builder import build as build_module
+from builder.faces import align
+from builder.io import load_image
+from builder.manifest import FAILED, KEPT, read_jsonl
+from builder.swap.fused import FFHQ_SIZE
+
+DONORS = ("TaylorSwift14.jpeg", "TaylorSwift111.jpeg", "TaylorSwift255.png")
+
+
+def build_args(donors: Path, out: Path, source: Path) -> list[str]:
+    return [
+        "build", "--source", str(source), "--donors", str(donors), "--out", str(out),
+        "--random-weights", "--detector", "dlib", "--judge", "dlib", "--batch-size", "2",
+        "--device", "cpu",
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, data_dir, source_photo):
+    """One build over 3 photos with a face, one without, one corrupt file, in a nested folder."""
+    donors = tmp_path_factory.mktemp("donors")
+    for name in DONORS:
+        shutil.copy(data_dir / "donors" / name, donors / name)
+    (donors / "sub").mkdir()
+    shutil.copy(data_dir / "donors" / DONORS[0], donors / "sub" / DONORS[0])  # same name, other folder
+    wall = load_image(data_dir / "donors" / DONORS[0])[:120, :120]  # a corner with no face
+    import cv2
+
+    cv2.imwrite(str(donors / "no_face.png"), cv2.resize(wall, (400, 400)))
+    (donors / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    out = tmp_path_factory.mktemp("run")
+    rc = launch.main(build_args(donors, out, source_photo))
+    return donors, out, rc
+
+
+def test_build_writes_one_full_size_result_per_face(built):
+    donors, out, rc = built
+    assert rc == 0
+    records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl")}
+    assert set(records) == {*DONORS, f"sub/{DONORS[0]}", "no_face.png", "broken.jpg"}
+    with_face = [r for r in records.values() if r["output"]]
+    assert len(with_face) == 4
+    names = {Path(r["output"]).name for r in with_face}
+    assert len(names) == 4  # the two TaylorSwift14.jpeg get different result names
+    for r in with_face:
+        original = load_image(Path(r["input"]))
+        result = load_image(out / r["output"])
+        assert result.shape == original.shape
+        # Outside the FFHQ crop's footprint nothing may change, to the bit.
+        m = np.array(r["transforms"]["ffhq"])
+        footprint = align.paste_back(
+            np.zeros(original.shape[:2], np.uint8), np.full((FFHQ_SIZE, FFHQ_SIZE), 255, np.uint8), m,
+            np.ones((FFHQ_SIZE, FFHQ_SIZE), np.float32),
+        ) > 0
+        np.testing.assert_array_equal(result[~footprint], original[~footprint])
+        assert set(r["timings"]) >= {"decode", "detect", "swap", "restore", "paste", "score"}
+        assert r["quality"]["scores"]["face_found"] is True
+
+
+def test_unusable_photos_are_recorded_with_their_reason(built):
+    _, out, _ = built
+    records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl")}
+    assert records["no_face.png"]["status"] == FAILED
+    assert records["no_face.png"]["reasons"] == ["no face"]
+    assert records["broken.jpg"]["status"] == FAILED
+    assert "broken.jpg" in records["broken.jpg"]["reasons"][0]
+    assert "not a readable image" in records["broken.jpg"]["reasons"][0]
+
+
+def test_inputs_are_never_modified(built, data_dir):
+    donors, _, _ = built
+    for name in DONORS:
+        assert (donors / name).read_bytes() == (data_dir / "donors" / name).read_bytes()
+
+
+def test_kept_results_fill_the_kohya_folder_and_sheets(built):
+    _, out, _ = built
+    records = [r for r in read_jsonl(out / "manifest.jsonl") if r["status"] == KEPT]
+    assert records  # --random-weights keeps every scored result
+    folders = list((out / "img").iterdir())
+    assert len(folders) == 1 and folders[0].name.endswith("_ohwx woman")
+    assert sorted(p.name for p in folders[0].glob("*.png")) == sorted(Path(r["output"]).name for r in records)
+    assert (out / "contact_sheet.png").is_file()
+    report = json.loads((out / "source_identity.json").read_text())
+    assert len(report["used"]) == 1 and report["failed"] == []
+
+
+def test_rerun_does_no_work_twice(built, source_photo, monkeypatch):
+    donors, out, _ = built
+    before = {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
+    manifest_lines = len((out / "manifest.jsonl").read_text().splitlines())
+
+    def no_models(cfg):
+        raise AssertionError("a finished build must not load any model")
+
+    monkeypatch.setattr(build_module, "load_models", no_models)
+    assert launch.main(build_args(donors, out, source_photo)) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()} == before
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == manifest_lines
