@@ -55,25 +55,43 @@ def resolve_base_model(cfg: Config) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide diffusers' and transformers' tqdm bars while loading: they tear the rich progress display."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    was = [(lib, lib.is_progress_bar_enabled()) for lib in (dlog, tlog)]
+    for lib, _ in was:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib, enabled in was:
+            if enabled:
+                lib.enable_progress_bar()
+
+
 def load_pipeline(path: Path, cfg: Config, device: torch.device) -> StableDiffusionPipeline:
     # safety_checker=None: it replaces flagged images with black ones, and identity scoring
     # needs the pixels the model actually made; this is the user's own model and prompts.
     kwargs = {"dtype": model_dtype(device), "safety_checker": None, "requires_safety_checker": False}
-    try:
-        if path.is_dir():
-            pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
-        else:
-            config = cfg.sample.model_config or None
-            if config and not Path(config).is_dir() and (config.startswith((".", "/", "~")) or config.count("/") != 1):
-                raise BuilderError(f"[sample] model_config {config} is neither a folder nor a Hugging Face repo id")
-            pipe = StableDiffusionPipeline.from_single_file(
-                str(path), config=config, local_files_only=bool(config and Path(config).is_dir()), **kwargs
-            )
-    except BuilderError:
-        raise
-    except Exception as exc:  # diffusers raises OSError, ValueError, hub errors... for one cause: unusable input
-        hint = f". {SINGLE_FILE_CONFIG_HELP}" if path.is_file() else ""
-        raise BuilderError(f"cannot load base model {path}: {exc}{hint}") from exc
+    with _quiet():
+        try:
+            if path.is_dir():
+                pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+            else:
+                config = cfg.sample.model_config or None
+                if config and not Path(config).is_dir() and (config.startswith((".", "/", "~")) or config.count("/") != 1):
+                    raise BuilderError(f"[sample] model_config {config} is neither a folder nor a Hugging Face repo id")
+                pipe = StableDiffusionPipeline.from_single_file(
+                    str(path), config=config, local_files_only=bool(config and Path(config).is_dir()), **kwargs
+                )
+        except BuilderError:
+            raise
+        except Exception as exc:  # diffusers raises OSError, ValueError, hub errors... for one cause: unusable input
+            hint = f". {SINGLE_FILE_CONFIG_HELP}" if path.is_file() else ""
+            raise BuilderError(f"cannot load base model {path}: {exc}{hint}") from exc
     pipe.set_progress_bar_config(disable=True)  # the sampler draws one rich bar over all renders
     return pipe.to(device)
 
@@ -177,11 +195,12 @@ def lora_applied(pipe: StableDiffusionPipeline, path: Path | None) -> Iterator[N
     if path is None:
         yield
         return
-    try:
-        pipe.load_lora_weights(str(path), adapter_name="epoch")
-    except Exception as exc:  # diffusers/peft raise ValueError, KeyError, RuntimeError for a bad file
-        pipe.unload_lora_weights()
-        raise BuilderError(f"LoRA file {path} could not be applied: {exc}") from exc
+    with _quiet():
+        try:
+            pipe.load_lora_weights(str(path), adapter_name="epoch")
+        except Exception as exc:  # diffusers/peft raise ValueError, KeyError, RuntimeError for a bad file
+            pipe.unload_lora_weights()
+            raise BuilderError(f"LoRA file {path} could not be applied: {exc}") from exc
     try:
         yield
     finally:

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
 from rich.table import Table
 
 from builder.console import console
@@ -126,7 +127,7 @@ def print_table(epochs: list[Epoch], summaries: dict[str, EpochSummary], best: s
     table.add_column(f">= {threshold:g}", justify="right")
     for e in epochs:
         s = summaries.get(e.label)
-        name = e.label + (" (control)" if e.is_control else "") + (" [bold green]best[/]" if e.label == best else "")
+        name = escape(e.label) + (" (control)" if e.is_control else "") + (" [bold green]best[/]" if e.label == best else "")
         if s is None:
             table.add_row(name, "-", "-", "-", "-")
             continue

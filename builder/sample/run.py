@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.markup import escape
 
 from builder.config import Config
 from builder.console import console, progress, random_weights_banner
@@ -106,7 +107,7 @@ def run_samples(cfg: Config, out: Path, loras: list[Path] | None = None) -> Samp
         )
 
     console.print(
-        f"sampling {len(epochs) - 1} LoRA file(s) + base model, {len(prompts)} prompt(s) ({prompts_from}): "
+        f"sampling {len(epochs) - 1} LoRA file(s) + base model, {len(prompts)} prompt(s) ({escape(prompts_from)}): "
         f"{len(jobs)} images, {len(todo)} to render"
     )
     if todo:
@@ -117,7 +118,10 @@ def run_samples(cfg: Config, out: Path, loras: list[Path] | None = None) -> Samp
     grid = samples / "grid.png"
     write_image(grid, _grid(cfg, epochs, prompts, jobs, records, samples, summaries, best))
     print_table(epochs, summaries, best, cfg.sample.identity_threshold)
-    console.print(f"grid: {grid}\nreport: {report_path}" + (f"\nbest epoch: [bold]{best}[/bold]" if best else ""))
+    console.print(
+        f"grid: {escape(str(grid))}\nreport: {escape(str(report_path))}"
+        + (f"\nbest epoch: [bold]{escape(best)}[/bold]" if best else "")
+    )
     return SampleResult(samples, grid, report_path, best, len(todo), summaries)
 
 
@@ -125,7 +129,7 @@ def _render_all(
     cfg: Config, base: Path, epochs: list[Epoch], todo: list[Job], samples: Path, done: set[str], save: Any
 ) -> None:
     device = resolve_device(cfg.runtime.device)
-    console.print(f"loading base model {base} on {device}")
+    console.print(f"loading base model {escape(str(base))} on {device}")
     pipe = load_pipeline(base, cfg, device)
     base_scheduler = dict(pipe.scheduler.config)
     pending = [e for e in epochs if any(j.epoch is e for j in todo)]

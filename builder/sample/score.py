@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.markup import escape
 
 from builder.config import Config
 from builder.console import console
@@ -50,11 +51,11 @@ class IdentityScorer:
             try:
                 image = load_image(path, cfg.runtime.max_pixels)
             except ImageError as exc:
-                console.print(f"[yellow]source photo skipped: {exc}[/yellow]")
+                console.print(f"[yellow]source photo skipped: {escape(str(exc))}[/yellow]")
                 continue
             faces = self.detector.detect(image)
             if not faces:
-                console.print(f"[yellow]source photo {path}: no face found, not used for the identity[/yellow]")
+                console.print(f"[yellow]source photo {escape(str(path))}: no face found, not used for the identity[/yellow]")
                 continue
             vectors.append(self.judge.embed(image, faces[0]))
         if not vectors:
