@@ -15,15 +15,16 @@ from builder.faces import align
 from builder.io import load_image
 from builder.manifest import FAILED, KEPT, read_jsonl
 from builder.swap.fused import FFHQ_SIZE
+from tests.fixtures.clip import write_clip_tokenizer
 
 DONORS = ("TaylorSwift14.jpeg", "TaylorSwift111.jpeg", "TaylorSwift255.png")
 
 
-def build_args(donors: Path, out: Path, source: Path) -> list[str]:
+def build_args(donors: Path, out: Path, source: Path, clip: Path) -> list[str]:
     return [
         "build", "--source", str(source), "--donors", str(donors), "--out", str(out),
         "--random-weights", "--detector", "dlib", "--judge", "dlib", "--batch-size", "2",
-        "--device", "cpu",
+        "--device", "cpu", "--caption-backend", "none", "--set", f"caption.clip_tokenizer={clip}",
     ]  # fmt: skip
 
 
@@ -41,12 +42,13 @@ def built(tmp_path_factory, data_dir, source_photo):
     cv2.imwrite(str(donors / "no_face.png"), cv2.resize(wall, (400, 400)))
     (donors / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     out = tmp_path_factory.mktemp("run")
-    rc = launch.main(build_args(donors, out, source_photo))
-    return donors, out, rc
+    clip = write_clip_tokenizer(tmp_path_factory.mktemp("clip"))
+    rc = launch.main(build_args(donors, out, source_photo, clip))
+    return donors, out, rc, clip
 
 
 def test_build_writes_one_full_size_result_per_face(built):
-    donors, out, rc = built
+    donors, out, rc, _ = built
     assert rc == 0
     records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl")}
     assert set(records) == {*DONORS, f"sub/{DONORS[0]}", "no_face.png", "broken.jpg"}
@@ -70,7 +72,7 @@ def test_build_writes_one_full_size_result_per_face(built):
 
 
 def test_unusable_photos_are_recorded_with_their_reason(built):
-    _, out, _ = built
+    _, out, _, _ = built
     records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl")}
     assert records["no_face.png"]["status"] == FAILED
     assert records["no_face.png"]["reasons"] == ["no face"]
@@ -80,25 +82,29 @@ def test_unusable_photos_are_recorded_with_their_reason(built):
 
 
 def test_inputs_are_never_modified(built, data_dir):
-    donors, _, _ = built
+    donors, _, _, _ = built
     for name in DONORS:
         assert (donors / name).read_bytes() == (data_dir / "donors" / name).read_bytes()
 
 
 def test_kept_results_fill_the_kohya_folder_and_sheets(built):
-    _, out, _ = built
+    _, out, _, _ = built
     records = [r for r in read_jsonl(out / "manifest.jsonl") if r["status"] == KEPT]
     assert records  # --random-weights keeps every scored result
     folders = list((out / "img").iterdir())
     assert len(folders) == 1 and folders[0].name.endswith("_ohwx woman")
     assert sorted(p.name for p in folders[0].glob("*.png")) == sorted(Path(r["output"]).name for r in records)
+    for image in folders[0].glob("*.png"):
+        assert image.with_suffix(".txt").read_text(encoding="utf-8").strip() == "ohwx, woman"
+    toml = (out / "dataset_config.toml").read_text(encoding="utf-8")
+    assert 'caption_extension = ".txt"' in toml and "ohwx woman" in toml
     assert (out / "contact_sheet.png").is_file()
     report = json.loads((out / "source_identity.json").read_text())
     assert len(report["used"]) == 1 and report["failed"] == []
 
 
 def test_rerun_does_no_work_twice(built, source_photo, monkeypatch):
-    donors, out, _ = built
+    donors, out, _, clip = built
     before = {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()}
     manifest_lines = len((out / "manifest.jsonl").read_text().splitlines())
 
@@ -106,6 +112,6 @@ def test_rerun_does_no_work_twice(built, source_photo, monkeypatch):
         raise AssertionError("a finished build must not load any model")
 
     monkeypatch.setattr(build_module, "load_models", no_models)
-    assert launch.main(build_args(donors, out, source_photo)) == 0
+    assert launch.main(build_args(donors, out, source_photo, clip)) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()} == before
     assert len((out / "manifest.jsonl").read_text().splitlines()) == manifest_lines

@@ -13,4 +13,5 @@ COMMANDS: list[str] = [
     "caption",
     "train",
     "sample",
+    "run",
 ]

@@ -3,18 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from rich.table import Table
-
-from builder.build import MANIFEST, BuildSummary, run_build
 from builder.cli.common import build_config
-from builder.config import Config
-from builder.console import console, random_weights_banner
-from builder.contact_sheet import write_quality_sheets
-from builder.manifest import FAILED, KEPT
-from builder.quality.decide import Assessment
-from builder.quality.summary import summarize
+from builder.console import random_weights_banner
+from builder.pipeline import run_stages
 
 
 def add_build_flags(p: argparse.ArgumentParser) -> None:
@@ -34,7 +26,9 @@ def add_build_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mouth", dest="swap.mouth", action=argparse.BooleanOptionalAction, default=S, help="put the donor's own mouth back (default on)")
     p.add_argument("--batch-size", dest="swap.batch_size", type=int, default=S, help="faces per model batch")
     p.add_argument("--keep", dest="quality.keep", type=int, default=S, metavar="N", help="keep only the best N results")
+    p.add_argument("--caption-backend", dest="caption.backend", default=S, choices=["blip", "lavis", "none"], help="none: captions are just trigger and class")
     p.add_argument("--reg", dest="paths.reg", default=S, metavar="DIR", help="regularisation images")
+    p.add_argument("--base-model", dest="paths.base_model", default=S, metavar="FILE", help="SD 1.5 .safetensors/.ckpt or diffusers folder")
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -49,43 +43,9 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def write_sheets(summary: BuildSummary, cfg: Config) -> None:
-    pictures = []
-    for r in sorted(summary.records, key=lambda r: r.key):
-        if not r.quality:
-            continue
-        shown = summary.out / r.output if r.output else Path(r.input)
-        assessment = Assessment.from_dict(r.quality)
-        assessment.decision.kept = r.status == KEPT  # --random-weights keeps what the scores reject
-        pictures.append((shown, assessment))
-    write_quality_sheets(pictures, summary.out, max_pixels=cfg.runtime.max_pixels)
-
-
-def print_summary(summary: BuildSummary) -> None:
-    console.print(summarize([r.quality for r in summary.records if r.quality]))
-    failures = [r for r in summary.records if r.status == FAILED and not r.quality]
-    if failures:
-        t = Table(title=f"{len(failures)} photo(s) could not be used")
-        t.add_column("photo")
-        t.add_column("reason")
-        for r in failures[:20]:
-            t.add_row(r.key, "; ".join(r.reasons))
-        console.print(t)
-    console.print(
-        f"[bold]build[/bold]: {summary.photos} photos ({summary.processed} this run), "
-        f"[green]{summary.kept} kept[/green], [red]{summary.rejected} rejected[/red], "
-        f"{summary.failed} unusable, in {summary.seconds:.1f}s\n"
-        f"  training images: {summary.image_dir}\n"
-        f"  manifest:        {summary.out / MANIFEST}\n"
-        f"  contact sheets:  {summary.out / 'contact_sheet.png'}, {summary.out / 'contact_sheet_rejects.png'}"
-    )
-
-
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     if cfg.runtime.random_weights:
         random_weights_banner()
-    summary = run_build(cfg)
-    write_sheets(summary, cfg)
-    print_summary(summary)
-    return 0 if summary.kept > 0 else 1
+    run_stages(cfg, until="caption")
+    return 0

@@ -22,7 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from builder.console import progress
+from rich.markup import escape
+
+from builder.config import Config
+from builder.console import console, progress
 from builder.errors import BuilderError
 
 # tqdm's bar for the training loop (desc="steps"); "validation steps:" bars are not it.
@@ -206,3 +209,59 @@ def run_training(cmd: TrainCommand, env: dict[str, str] | None = None) -> TrainR
             raise
         log.write(f"=== exit code {proc.returncode}\n")
     return TrainResult(proc.returncode, steps_done, total, list(tail))
+
+
+def _ok(what: str, detail: object) -> None:
+    console.print(f"[green]ok[/green] {what}: {escape(str(detail))}")
+
+
+def train_lora(out: Path, cfg: Config, write_configs: bool = False, dry_run: bool = False, base_model_given: bool = False) -> int:
+    """Check everything, (re)write the kohya files when needed, and run sd-scripts; its exit code.
+
+    The kohya files are rewritten when config.toml is missing, when asked, or when the
+    base model given on the command line differs from config.toml's; otherwise the
+    existing config.toml is used as it is, so hand edits survive.
+    """
+    from builder.kohya.files import CONFIG_TOML, write_kohya_files
+
+    out = Path(out)
+    if not out.is_dir():
+        raise BuilderError(f"run folder {out} does not exist")
+    sd_scripts = check_sd_scripts(cfg.paths.sd_scripts)
+    _ok("sd-scripts", sd_scripts)
+    launch = find_accelerate(sd_scripts, cfg.kohya.accelerate)
+    _ok("accelerate", " ".join(launch))
+
+    config = out / CONFIG_TOML
+    current = read_config_toml(config).get("pretrained_model_name_or_path") if config.is_file() else None
+    wanted = str(Path(cfg.paths.base_model).expanduser().resolve()) if cfg.paths.base_model else None
+    if write_configs or not config.is_file() or (base_model_given and current != wanted):
+        check_base_model(cfg.paths.base_model)
+        files = write_kohya_files(out, cfg)
+        _ok("wrote", ", ".join(str(p) for p in (files.config, files.dataset_config, files.sample_prompts, files.gui_config)))
+    flat = read_config_toml(config)
+    _ok("base model", check_base_model(flat.get("pretrained_model_name_or_path", "")))
+    dataset_toml = Path(flat.get("dataset_config", ""))
+    if not dataset_toml.is_file():
+        raise BuilderError(f"{config}: dataset_config {dataset_toml} does not exist (use --write-configs)")
+    _ok("dataset config", dataset_toml)
+
+    cmd = make_command(out, sd_scripts, launch)
+    console.print(f"[bold]command[/bold] (log: {escape(str(cmd.log))}):")
+    print(cmd.shell(), flush=True)
+    if dry_run:
+        return 0
+    result = run_training(cmd)
+    if result.returncode != 0:
+        console.print(f"[bold red]training failed[/bold red] (exit code {result.returncode}); last lines of {cmd.log}:")
+        for line in result.tail:
+            console.print(f"  {escape(line)}")
+        console.print("[bold]to run it by hand:[/bold]")
+        print(cmd.shell(), flush=True)
+        return result.returncode if result.returncode > 0 else 1
+    saved = sorted((out / "model").glob("*.safetensors"))
+    console.print(
+        f"[green]training finished[/green]: {result.steps_done}/{result.total_steps or '?'} steps; "
+        f"{len(saved)} LoRA file(s) in {escape(str(out / 'model'))}"
+    )
+    return 0

@@ -1,0 +1,162 @@
+"""The stages in order, each skipped when its outputs are complete: `launch.py run` and `build`.
+
+build   -> swapped, filtered results in img/<N>_<trigger> <class>/, manifest, contact sheets
+caption -> a caption beside every kept image; then the TOMLs, prompts and GUI JSON
+train   -> sd-scripts' LoRA files in model/ (skipped when the final LoRA exists)
+sample  -> samples/grid.png and report.json (images already rendered are reused)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.table import Table
+
+from builder.build import MANIFEST, BuildSummary, run_build
+from builder.caption.recaption import CaptionSummary, recaption
+from builder.config import Config
+from builder.console import console
+from builder.contact_sheet import write_quality_sheets
+from builder.errors import BuilderError
+from builder.kohya.files import KohyaFiles, write_kohya_files
+from builder.manifest import FAILED, KEPT
+from builder.quality.decide import Assessment
+from builder.quality.summary import summarize
+
+STAGES = ("build", "caption", "train", "sample")
+
+
+@dataclass
+class RunSummary:
+    out: Path
+    stages: dict[str, str] = field(default_factory=dict)  # stage -> what happened
+    build: BuildSummary | None = None
+    captions: CaptionSummary | None = None
+    kohya: KohyaFiles | None = None
+    best_epoch: str | None = None
+
+
+def stage_build(cfg: Config, run: RunSummary) -> None:
+    summary = run_build(cfg)
+    run.build = summary
+    write_sheets(summary, cfg)
+    print_build_summary(summary)
+    if summary.kept == 0:
+        raise BuilderError(
+            f"no result passed the quality filters ({summary.rejected} rejected, {summary.failed} unusable); "
+            f"see {summary.out / MANIFEST} and {summary.out / 'contact_sheet_rejects.png'}"
+        )
+    run.kohya = write_kohya_files(summary.out, cfg)
+    run.stages["build"] = f"{summary.kept} kept of {summary.photos} ({summary.processed} processed this run)"
+
+
+def stage_caption(cfg: Config, run: RunSummary) -> None:
+    out = Path(cfg.paths.out)
+    captions = recaption(out, cfg, trigger=cfg.character.trigger, class_word=cfg.character.class_word)
+    run.captions = captions
+    if captions.failed:
+        raise BuilderError(f"{len(captions.failed)} image(s) could not be captioned, e.g. {captions.failed[0][0]}: {captions.failed[0][1]}")
+    run.kohya = write_kohya_files(out, cfg, cfg.caption.extension)
+    run.stages["caption"] = (
+        f"{len(captions.captioned)} captioned, {len(captions.skipped)} already had one; "
+        f"TOMLs in {out} (repeats {run.kohya.dataset.repeats})"
+    )
+
+
+def final_lora(cfg: Config, out: Path) -> Path:
+    name = cfg.kohya.output_name or cfg.character.trigger
+    return out / "model" / f"{name}.safetensors"
+
+
+def stage_train(cfg: Config, run: RunSummary) -> None:
+    from builder.kohya.train import train_lora
+
+    out = Path(cfg.paths.out)
+    done = final_lora(cfg, out)
+    if done.is_file():
+        run.stages["train"] = f"skipped: {done} exists (delete it to train again)"
+        return
+    rc = train_lora(out, cfg, write_configs=True)
+    if rc != 0:
+        raise BuilderError(f"training failed (exit code {rc}); everything before it is kept in {out}")
+    run.stages["train"] = f"LoRA files in {out / 'model'}"
+
+
+def stage_sample(cfg: Config, run: RunSummary) -> None:
+    from builder.sample import run_samples
+
+    result = run_samples(cfg, Path(cfg.paths.out))
+    run.best_epoch = result.best_epoch
+    run.stages["sample"] = f"{result.grid} ({result.rendered} rendered this run), best epoch: {result.best_epoch or '-'}"
+
+
+RUNNERS = {"build": stage_build, "caption": stage_caption, "train": stage_train, "sample": stage_sample}
+
+
+def run_stages(cfg: Config, until: str = "sample") -> RunSummary:
+    if until not in STAGES:
+        raise BuilderError(f"--until {until!r} is not one of {', '.join(STAGES)}")
+    if not cfg.paths.out:
+        raise BuilderError("no output folder: pass --out DIR (or set [paths] out)")
+    run = RunSummary(out=Path(cfg.paths.out))
+    for stage in STAGES[: STAGES.index(until) + 1]:
+        console.rule(f"[bold]{stage}")
+        try:
+            RUNNERS[stage](cfg, run)
+        except BuilderError:
+            run.stages[stage] = "[red]failed[/red]"
+            print_run_summary(run)
+            raise
+    print_run_summary(run)
+    return run
+
+
+def write_sheets(summary: BuildSummary, cfg: Config) -> None:
+    pictures = []
+    for r in sorted(summary.records, key=lambda r: r.key):
+        if not r.quality:
+            continue
+        shown = summary.out / r.output if r.output else Path(r.input)
+        assessment = Assessment.from_dict(r.quality)
+        assessment.decision.kept = r.status == KEPT  # --random-weights keeps what the scores reject
+        pictures.append((shown, assessment))
+    write_quality_sheets(pictures, summary.out, max_pixels=cfg.runtime.max_pixels)
+
+
+def print_build_summary(summary: BuildSummary) -> None:
+    console.print(summarize([r.quality for r in summary.records if r.quality]))
+    failures = [r for r in summary.records if r.status == FAILED and not r.quality]
+    if failures:
+        t = Table(title=f"{len(failures)} photo(s) could not be used")
+        t.add_column("photo")
+        t.add_column("reason")
+        for r in failures[:20]:
+            t.add_row(r.key, "; ".join(r.reasons))
+        console.print(t)
+    console.print(
+        f"[bold]build[/bold]: {summary.photos} photos ({summary.processed} this run), "
+        f"[green]{summary.kept} kept[/green], [red]{summary.rejected} rejected[/red], "
+        f"{summary.failed} unusable, in {summary.seconds:.1f}s"
+    )
+
+
+def print_run_summary(run: RunSummary) -> None:
+    t = Table(title=f"run folder {run.out}")
+    t.add_column("stage")
+    t.add_column("result")
+    for stage in STAGES:
+        if stage in run.stages:
+            t.add_row(stage, run.stages[stage])
+    out = run.out
+    for label, path in (
+        ("training images", run.kohya.dataset.image_dir if run.kohya else None),
+        ("manifest", out / MANIFEST),
+        ("contact sheet", out / "contact_sheet.png"),
+        ("dataset TOML", run.kohya.dataset_config if run.kohya else None),
+        ("training TOML", run.kohya.config if run.kohya else None),
+        ("sample grid", out / "samples" / "grid.png"),
+    ):
+        if path is not None and Path(path).exists():
+            t.add_row(label, str(path))
+    console.print(t)
