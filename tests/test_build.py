@@ -48,7 +48,7 @@ def built(tmp_path_factory, data_dir, source_photo):
 
 
 def test_build_writes_one_full_size_result_per_face(built):
-    donors, out, rc, _ = built
+    _, out, rc, _ = built
     assert rc == 0
     records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl")}
     assert set(records) == {*DONORS, f"sub/{DONORS[0]}", "no_face.png", "broken.jpg"}
