@@ -23,7 +23,14 @@ from builder.faces.detect import make_detector
 from builder.faces.identity import make_judge
 from builder.faces.select import select_donor_face
 from builder.faces.types import Face
-from builder.io import atomic_write_bytes, atomic_write_json, list_images, load_image, write_image
+from builder.io import (
+    atomic_write_bytes,
+    atomic_write_json,
+    list_images,
+    load_image,
+    remove_stale_temps,
+    write_image,
+)
 from builder.kohya.dataset import CAPTION_EXTENSIONS, instance_dir, kohya_images
 from builder.manifest import FAILED, KEPT, REJECTED, Manifest, Record, result_name
 from builder.quality.decide import NO_FACE, Assessment, assess
@@ -131,7 +138,11 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
     """Process every donor photo not yet in the manifest, then settle the final selection."""
     start = time.perf_counter()
     out, donors = _check_inputs(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BuilderError(f"cannot create the output folder {out}: {exc.strerror or exc}") from None
+    remove_stale_temps(out)  # a killed run's half-written files; their finished twins are intact
     manifest = Manifest(out / MANIFEST)
     photos = list_images(donors)
     todo = [p for p in photos if not manifest.done(_key(p, donors), out)]

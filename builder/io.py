@@ -22,15 +22,31 @@ from PIL import Image, ImageOps
 from builder.errors import BuilderError, ImageError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
+TMP_MARK = ".tmp"  # temporary files are ".<name>.<random>.tmp<suffix>"
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
 
 
 @contextlib.contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one step."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_MARK + path.suffix, dir=path.parent)
+        # mkstemp makes 0600 files; outputs get the usual umask-based mode so a GUI or
+        # trainer run by another user can read the dataset.
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        os.close(fd)
+    except OSError as exc:
+        raise BuilderError(f"cannot write {path}: {exc.strerror or exc}") from exc
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -70,11 +86,17 @@ def write_image(path: Path, image_bgr: np.ndarray) -> None:
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line and fsync; readers skip a torn last line (see read_jsonl)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     line = json.dumps(record, sort_keys=True) + "\n"
     try:
-        with open(path, "a", encoding="utf-8") as fh:
-            fh.write(line)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as fh:
+            # A crash can leave a torn last line with no newline: start on a fresh line so
+            # this record does not fuse with it (read_jsonl drops only the torn one).
+            if fh.tell() > 0:
+                fh.seek(-1, os.SEEK_END)
+                if fh.read(1) != b"\n":
+                    line = "\n" + line
+            fh.write(line.encode("utf-8"))
             fh.flush()
             os.fsync(fh.fileno())
     except OSError as exc:
@@ -117,25 +139,32 @@ def load_image(path: Path, max_pixels: int = 60_000_000) -> np.ndarray:
             w, h = im.size
             if w * h > max_pixels:
                 raise ImageError(
-                    f"{path}: {w}x{h} is {w * h / 1e6:.0f} megapixels, over the limit of "
-                    f"{max_pixels / 1e6:.0f} (runtime.max_pixels)"
+                    f"{path}: {w}x{h} is {_megapixels(w * h)} megapixels, over the limit of "
+                    f"{_megapixels(max_pixels)} (runtime.max_pixels)"
                 )
             im.load()
             im = ImageOps.exif_transpose(im)
             image = _to_rgb8(im)
     except ImageError:
         raise
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: not a readable image ({exc})") from None
+    except Exception as exc:  # decoders raise many types on bad files (struct.error, TypeError, ...)
+        raise ImageError(f"{path}: not a readable image ({exc or type(exc).__name__})") from None
     if image.shape[0] < 16 or image.shape[1] < 16:
         raise ImageError(f"{path}: image is only {image.shape[1]}x{image.shape[0]} pixels")
     return np.ascontiguousarray(image[:, :, ::-1])
 
 
+def _megapixels(n: int) -> str:
+    """60 and 1600, but 0.25 (not "0") for the small limits tests and thumbnails use."""
+    return f"{n / 1e6:.2f}".rstrip("0").rstrip(".")
+
+
 def _to_rgb8(im: Image.Image) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(im, dtype=np.float64)
-        peak = 65535.0 if arr.max() > 255 else 255.0
+        # 16-bit modes always span 0..65535 (a dark 16-bit photo is still 16-bit); plain "I"
+        # carries no depth, so values up to 255 are taken as 8-bit.
+        peak = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
         grey = np.clip(arr / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
         return np.stack([grey] * 3, axis=-1)
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
@@ -181,3 +210,13 @@ def list_images(folder: Path, recursive: bool = True) -> list[Path]:
 
     walk(folder)
     return found
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Delete the temporary files a killed run left under ``folder`` (only ours, by name)."""
+    removed = []
+    for tmp in Path(folder).rglob(f".*{TMP_MARK}*"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
