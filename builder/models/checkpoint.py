@@ -53,7 +53,12 @@ def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Pat
 
 
 def randomize(model: nn.Module, seed: int) -> nn.Module:
-    """Re-initialise every parameter from a fixed seed so --random-weights runs are repeatable."""
+    """Re-initialise every parameter from a fixed seed so --random-weights runs are repeatable.
+
+    Float buffers outside normalisation layers (GFPGAN's fixed noise maps) are drawn from
+    the seed too: they are made with the global RNG at construction, so they would differ
+    between runs. BatchNorm statistics keep their mean 0 / variance 1.
+    """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -64,4 +69,11 @@ def randomize(model: nn.Module, seed: int) -> nn.Module:
                 p.fill_(1.0)
             else:
                 p.zero_()
+        statistics = {
+            id(b) for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) for b in m.buffers()
+        }
+        gen = torch.Generator().manual_seed(seed)
+        for buf in model.buffers():
+            if id(buf) not in statistics and buf.is_floating_point():
+                buf.copy_(torch.randn(buf.shape, generator=gen))
     return model

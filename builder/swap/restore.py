@@ -102,22 +102,12 @@ class GFPGANRestorer(TorchRestorer):
         return self.net(x, return_rgb=False)[0]
 
 
-def seeded_weights(net: nn.Module, seed: int) -> nn.Module:
-    """--random-weights: every parameter and buffer (GFPGAN's fixed noise maps) from ``seed``."""
-    randomize(net, seed)
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for buf in net.buffers():
-            buf.copy_(torch.randn(buf.shape, generator=gen))
-    return net
-
-
 def prepare_net(
     build: Callable[[], nn.Module], weight_name: str, cfg: Config, device: torch.device
 ) -> nn.Module:
     """Official weights (strict, from ``params_ema``) or seeded random ones; eval mode on ``device``."""
     if cfg.runtime.random_weights:
-        net = seeded_weights(build(), cfg.runtime.seed)
+        net = randomize(build(), cfg.runtime.seed)
     else:
         # before building: a missing file should fail fast
         path = require(weight_name, cfg.runtime.weights_dir)
