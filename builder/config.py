@@ -139,7 +139,7 @@ class SampleConfig:
     width: int = 512
     height: int = 512
     seeds: list[int] = field(default_factory=lambda: [1, 2])
-    identity_threshold: float = 0.4
+    identity_threshold: float | None = None  # judge cosine; unset: the [faces] judge's calibrated value
     sampler: str = "ddim"  # kohya sampler name for prompt lines without --ss (sd-scripts' default)
     prompts: str = ""  # kohya prompt file; empty: <out>/sample_prompts.txt, else built from [character]
     model_config: str = ""  # diffusers config folder (or repo id) for a single-file base model; offline: a local folder

@@ -14,7 +14,7 @@ import pytest
 
 from builder.config import Config, QualityConfig
 from builder.faces.detect import make_detector
-from builder.faces.identity import cosine, make_judge
+from builder.faces.identity import JUDGE_THRESHOLDS, cosine, make_judge
 from builder.io import load_image
 from builder.quality import assess, finalize, score_result
 from builder.quality.decide import (
@@ -23,7 +23,6 @@ from builder.quality.decide import (
     DID_NOT_TAKE,
     DUPLICATE,
     FAR_FROM_SOURCE,
-    JUDGE_THRESHOLDS,
     NO_FACE,
     TOO_SMALL,
 )

@@ -15,8 +15,10 @@ import torch
 from diffusers import StableDiffusionPipeline
 
 import launch
-from builder.config import Config
+from builder.config import Config, QualityConfig
 from builder.errors import BuilderError
+from builder.faces.identity import JUDGE_THRESHOLDS
+from builder.quality.decide import identity_thresholds
 from builder.sample import run_samples
 from builder.sample.epochs import find_epochs
 from builder.sample.pipeline import (
@@ -27,6 +29,7 @@ from builder.sample.pipeline import (
     resolve_base_model,
 )
 from builder.sample.prompts import parse_prompt_line, read_prompt_file
+from builder.sample.score import identity_threshold
 from tests.fixtures.tiny_sd import (
     build_tiny_pipeline,
     kohya_lora_state_dict,
@@ -296,12 +299,12 @@ def test_scores_and_best_epoch_on_real_photos(
 ) -> None:
     """Put real photos where the renders were (a resumed run keeps them) to check the scoring end to end.
 
-    dlib's judge puts different people near cosine 0.82 (its 0.6 distance rule), so the
-    threshold here is dlib's, not the ArcFace-scale default.
+    dlib's judge puts different people near cosine 0.82 (its 0.6 distance rule): the threshold
+    left unset is dlib's calibrated 0.90, which the donor (somebody else) stays below.
     """
     from builder.io import load_image, write_image
 
-    cfg.sample.identity_threshold = 0.9
+    assert cfg.sample.identity_threshold is None
     out = _run_folder(tmp_path, pipe)
     run_samples(cfg, out)
     source = load_image(source_photo)
@@ -342,3 +345,15 @@ def test_best_epoch_prefers_mean_then_share_above() -> None:
     assert (a.mean_similarity, a.share_above_threshold) == (pytest.approx(0.4), 0.5)
     assert best_epoch([b, a, c]).label == "a"  # same mean; a has more images above the threshold
     assert best_epoch([c]) is None
+
+
+def test_identity_threshold_follows_the_judge_unless_configured() -> None:
+    cfg = Config()
+    cfg.faces.judge = "dlib"
+    assert identity_threshold(cfg) == JUDGE_THRESHOLDS["dlib"].same_person == 0.90
+    cfg.faces.judge = "insightface"
+    assert identity_threshold(cfg) == JUDGE_THRESHOLDS["insightface"].same_person == 0.35
+    # The quality filter's default minimum is the same number: one scale per judge.
+    assert identity_thresholds(QualityConfig(), "insightface")[0] == identity_threshold(cfg)
+    cfg.sample.identity_threshold = 0.5
+    assert identity_threshold(cfg) == 0.5

@@ -9,7 +9,7 @@ Every embedding is L2-normalised, so cosine similarity is a dot product.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -37,6 +37,30 @@ def normalise(v: np.ndarray) -> np.ndarray:
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.dot(normalise(a), normalise(b)))
+
+
+class JudgeThresholds(NamedTuple):
+    same_person: float  # cosine to the source at or above which a face counts as the source's
+    still_donor: float  # cosine to the donor above which a swap "did not take"
+
+
+# The judges' cosines live on different scales, so every identity threshold (the quality
+# filter's and the sample scores') comes from this one table unless the config sets it.
+# dlib: measured here (README, quality): other photos of the source 0.92-0.94, a real GHOST
+# swap 0.96 to the source and 0.86 to its donor, unswapped donor photos 0.79-0.88 to the
+# source and 0.90-0.98 to each other. insightface (ArcFace): its usual verification range,
+# where other people score below 0.3.
+JUDGE_THRESHOLDS: dict[str, JudgeThresholds] = {
+    "insightface": JudgeThresholds(0.35, 0.70),
+    "dlib": JudgeThresholds(0.90, 0.93),
+}
+
+
+def judge_thresholds(judge: str | None, keys: str) -> JudgeThresholds:
+    """The calibrated thresholds of ``judge``; ``keys`` names the config keys that replace them."""
+    if judge not in JUDGE_THRESHOLDS:
+        raise ConfigError(f"no calibrated identity thresholds for the judge {judge!r}: set {keys}")
+    return JUDGE_THRESHOLDS[judge]
 
 
 def average_identity(vectors: Iterable[np.ndarray]) -> np.ndarray:

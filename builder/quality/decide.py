@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from builder.config import QualityConfig
-from builder.errors import ConfigError
+from builder.faces.identity import judge_thresholds
 from builder.quality.scores import Scores
 
 NO_FACE = "no face"
@@ -22,27 +22,11 @@ DUPLICATE = "near-duplicate of"  # followed by the better file's name
 NOT_IN_BEST = "not in the best N (quality.keep)"
 
 
-# (min_source_similarity, max_donor_similarity) per judge, used where the config leaves them
-# unset: the judges' cosines live on different scales. dlib: measured here (README, quality):
-# other photos of the source 0.92-0.94, a real GHOST swap 0.96 to the source and 0.86 to its
-# donor, unswapped donor photos 0.79-0.88 to the source and 0.90-0.98 to each other.
-# insightface (ArcFace): its usual verification range, where other people score below 0.3.
-JUDGE_THRESHOLDS: dict[str, tuple[float, float]] = {
-    "insightface": (0.35, 0.70),
-    "dlib": (0.90, 0.93),
-}
-
-
 def identity_thresholds(q: QualityConfig, judge: str | None) -> tuple[float, float]:
     """The config's identity thresholds, each falling back to the judge's calibrated one."""
     if q.min_source_similarity is not None and q.max_donor_similarity is not None:
         return q.min_source_similarity, q.max_donor_similarity
-    if judge not in JUDGE_THRESHOLDS:
-        raise ConfigError(
-            f"no calibrated identity thresholds for the judge {judge!r}: set quality.min_source_similarity "
-            "and quality.max_donor_similarity"
-        )
-    lo, hi = JUDGE_THRESHOLDS[judge]
+    lo, hi = judge_thresholds(judge, "quality.min_source_similarity and quality.max_donor_similarity")
     return (
         lo if q.min_source_similarity is None else q.min_source_similarity,
         hi if q.max_donor_similarity is None else q.max_donor_similarity,

@@ -31,7 +31,14 @@ from builder.sample.report import (
     previous_keys,
     print_table,
 )
-from builder.sample.score import EpochSummary, FaceScore, IdentityScorer, best_epoch, summarize
+from builder.sample.score import (
+    EpochSummary,
+    FaceScore,
+    IdentityScorer,
+    best_epoch,
+    identity_threshold,
+    summarize,
+)
 
 
 @dataclass(frozen=True)
@@ -100,7 +107,7 @@ def run_samples(cfg: Config, out: Path, loras: list[Path] | None = None) -> Samp
         atomic_write_json(
             report_path,
             build_report(
-                base_model=str(base), prompts_from=prompts_from, threshold=cfg.sample.identity_threshold,
+                base_model=str(base), prompts_from=prompts_from, threshold=identity_threshold(cfg),
                 scored=scorer is not None, epochs=epochs, records=shown, summaries=summaries or {},
                 best=best, complete=complete,
             ),
@@ -117,7 +124,7 @@ def run_samples(cfg: Config, out: Path, loras: list[Path] | None = None) -> Samp
     save(True, summaries, best)
     grid = samples / "grid.png"
     write_image(grid, _grid(cfg, epochs, prompts, jobs, records, samples, summaries, best))
-    print_table(epochs, summaries, best, cfg.sample.identity_threshold)
+    print_table(epochs, summaries, best, identity_threshold(cfg))
     console.print(
         f"grid: {escape(str(grid))}\nreport: {escape(str(report_path))}"
         + (f"\nbest epoch: [bold]{escape(best)}[/bold]" if best else "")
@@ -167,7 +174,7 @@ def _score_all(
             records[job.file].similarity = None if s.similarity is None else round(s.similarity, 4)
             scores[job.epoch.label].append(s)
             bar.advance(task)
-    threshold = cfg.sample.identity_threshold
+    threshold = identity_threshold(cfg)
     summaries = {label: summarize(label, s, threshold) for label, s in scores.items()}
     best = best_epoch([summaries[e.label] for e in epochs if not e.is_control])
     return summaries, best.label if best else None
@@ -183,7 +190,7 @@ def _grid(
     summaries: dict[str, EpochSummary],
     best: str | None,
 ) -> np.ndarray:
-    threshold = cfg.sample.identity_threshold
+    threshold = identity_threshold(cfg)
     columns = [f"p{i + 1} seed {seed}: {p.text}" for i, p in enumerate(prompts) for seed in p.seeds]
     rows = []
     for e in epochs:

@@ -17,6 +17,7 @@ from rich.markup import escape
 from builder.config import Config
 from builder.console import console
 from builder.errors import BuilderError, ImageError
+from builder.faces.identity import judge_thresholds
 from builder.io import list_images, load_image
 
 
@@ -88,6 +89,13 @@ def source_files(cfg: Config) -> list[Path]:
     if not files:
         raise BuilderError(f"no images in the source ({', '.join(cfg.paths.source)})")
     return files
+
+
+def identity_threshold(cfg: Config) -> float:
+    """[sample] identity_threshold, else the judge's calibrated same-person cosine (as the quality filter uses)."""
+    if cfg.sample.identity_threshold is not None:
+        return cfg.sample.identity_threshold
+    return judge_thresholds(cfg.faces.judge, "sample.identity_threshold").same_person
 
 
 def summarize(label: str, scores: list[FaceScore], threshold: float) -> EpochSummary:
