@@ -11,13 +11,12 @@ import pytest
 
 from builder.errors import BuilderError
 from builder.kohya.dataset import (
-    add_image,
     choose_repeats,
     detect_caption_extension,
     finalize_dataset,
     instance_dir,
 )
-from tests.fixtures.kohya import make_images, tiny_config
+from tests.fixtures.kohya import add_image, make_images, tiny_config
 
 
 def sd_scripts_extract_dreambooth_params(name: str) -> tuple[int, str]:
@@ -88,16 +87,6 @@ def test_more_images_after_finalize_rename_the_folder(tmp_path: Path) -> None:
     assert not first.image_dir.exists()
     assert [p.name for p in second.images] == [f"{i:04d}.png" for i in range(1, 11)]
     assert all(p.with_suffix(".txt").is_file() for p in second.images)
-
-
-def test_add_image_with_index_rewrites_instead_of_duplicating(tmp_path: Path) -> None:
-    cfg = tiny_config()
-    a = add_image(tmp_path, cfg, np.zeros((20, 20, 3), np.uint8), caption="ohwx, woman", index=3)
-    b = add_image(tmp_path, cfg, np.full((20, 20, 3), 9, np.uint8), caption="ohwx, woman, again", index=3)
-    assert a == b and a.name == "0003.png"
-    assert cv2.imread(str(a))[0, 0, 0] == 9
-    assert a.with_suffix(".txt").read_text(encoding="utf-8") == "ohwx, woman, again\n"
-    assert len(list(a.parent.iterdir())) == 2
 
 
 def test_caption_extension_is_read_from_disk(tmp_path: Path) -> None:

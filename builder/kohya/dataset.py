@@ -18,12 +18,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from builder.config import Config
 from builder.console import console
 from builder.errors import BuilderError
-from builder.io import atomic_write_bytes, atomic_write_text, list_images, load_image, write_image
+from builder.io import atomic_write_bytes, list_images, load_image, write_image
 
 # sd-scripts' train_util.IMAGE_EXTENSIONS (it globs both cases); other files in the folder are ignored.
 KOHYA_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -160,32 +158,6 @@ def kohya_images(folder: Path) -> list[Path]:
         p for p in folder.iterdir()
         if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in KOHYA_IMAGE_EXTENSIONS
     )
-
-
-def next_index(folder: Path) -> int:
-    numbers = [int(p.stem) for p in kohya_images(folder) if p.stem.isdigit()]
-    return max(numbers, default=0) + 1
-
-
-def add_image(
-    out: Path,
-    cfg: Config,
-    image_bgr: np.ndarray,
-    caption: str | None = None,
-    index: int | None = None,
-    ext: str = ".png",
-) -> Path:
-    """Write one training image (and its caption) atomically into the instance folder.
-
-    The caption goes first, so an image on disk always has the caption meant for it;
-    ``index`` lets a resumed build rewrite the same name instead of adding a duplicate.
-    """
-    folder = instance_dir(out, cfg)
-    path = folder / image_name(index if index is not None else next_index(folder), ext)
-    if caption is not None:
-        atomic_write_text(path.with_suffix(cfg.caption.extension), caption.strip() + "\n")
-    write_image(path, image_bgr)
-    return path
 
 
 def detect_caption_extension(images: list[Path], preferred: str = ".txt") -> tuple[str | None, list[Path]]:
