@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -17,15 +18,13 @@ from builder.caption.base import GenerationSettings, load_captioner
 from builder.config import Config
 from builder.errors import BuilderError, ConfigError, MissingWeightError
 from tests.fixtures.blip import small_blip_config, write_small_blip
+from tests.fixtures.threads import torch_threads
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models on a shared 2-core box run far faster on one thread than on two contending ones.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -4,29 +4,28 @@ BLIP's real tokenizer, a real CLIP tokenizer counting tokens, and real donor pho
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import pytest
-import torch
 
 import launch
 from builder.caption import base, blip
-from builder.caption.recaption import caption_images, recaption
+from builder.caption.recaption import recaption
 from builder.caption.text import load_clip_counter
 from builder.config import load_toml
 from tests.fixtures.blip import write_small_blip
 from tests.fixtures.clip import write_clip_tokenizer
+from tests.fixtures.threads import torch_threads
 
 KOHYA = "10_ohwx woman"
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +95,9 @@ def test_token_limit_truncates_blip_words_only(tmp_path, assets, counter) -> Non
         assert counter.count(text) <= 20
         assert text.startswith("ohwx, woman, ")
         assert text.endswith(", film grain")
-    cfg = load_toml(assets["config"])
-    long = caption_images(sorted((run / "img" / KOHYA).glob("*.png")), cfg, _loaded(cfg), "ohwx", "woman")
-    # Untruncated, the same images caption longer than the limit: the cut above did real work.
-    cfg.caption.max_tokens = 225
-    uncut = caption_images(list(long), cfg, _loaded(cfg), "ohwx", "woman")
-    assert all(counter.count(t) <= 75 for t in long.values())
-    assert max(counter.count(t) for t in uncut.values()) > 75
-
-
-def _loaded(cfg):
-    return base.load_captioner(cfg, torch.device("cpu"))
+    # Untruncated, the same images caption longer than kohya's 75 tokens: the cut above did real work.
+    assert main(str(run), "--mode", "overwrite", "--max-tokens", "225", config=assets["config"]) == 0
+    assert max(counter.count(t) for t in caption_files(run / "img" / KOHYA).values()) > 75
 
 
 def test_skip_keeps_existing_captions_byte_identical(tmp_path, assets) -> None:

@@ -30,6 +30,7 @@ from builder.sample.pipeline import (
 )
 from builder.sample.prompts import parse_prompt_line, read_prompt_file
 from builder.sample.score import identity_threshold
+from tests.fixtures.threads import torch_threads
 from tests.fixtures.tiny_sd import (
     build_tiny_pipeline,
     kohya_lora_state_dict,
@@ -45,14 +46,10 @@ PROMPTS = (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    # These models are tiny: with other test processes on 2 cores, OpenMP threads spinning
-    # against each other made one render 25x slower (5.7 s vs 0.2 s) than a single thread.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Captioning images on disk: the ``caption`` command's logic and the build stage's entry point.
+"""Captioning images on disk: the ``caption`` command and the build stage (``recaption``).
 
 Modes: ``skip`` captions only images without a caption file (existing files are not
 touched), ``overwrite`` captions every image, ``prefix-only`` puts the trigger and class
@@ -69,28 +69,6 @@ def _load_batch(paths: Sequence[Path], max_pixels: int) -> tuple[list[int], list
         except ImageError as exc:
             bad.append((i, str(exc)))
     return ok, images, bad
-
-
-def caption_images(
-    paths: Sequence[Path],
-    cfg: Config,
-    captioner: Captioner,
-    trigger: str,
-    class_word: str,
-    counter: TokenCounter | None = None,
-) -> dict[Path, str]:
-    """Final caption text for each image (batched, rules of [caption] applied); nothing is written.
-
-    For the build stage's own results: an unreadable image is an error (ImageError).
-    """
-    rules = CaptionRules.from_config(cfg.caption)
-    counter = counter or load_clip_counter(cfg.caption.clip_tokenizer)
-    out: dict[Path, str] = {}
-    for batch in _batches(list(paths), cfg.caption.batch_size):
-        images = [load_image(p, cfg.runtime.max_pixels) for p in batch]
-        for path, text in zip(batch, captioner.caption(images), strict=True):
-            out[Path(path)] = fit_caption(trigger, class_word, text, rules, counter)
-    return out
 
 
 def _read_caption(path: Path) -> str:
