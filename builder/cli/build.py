@@ -4,31 +4,37 @@ from __future__ import annotations
 
 import argparse
 
-from builder.cli.common import build_config
+from builder.cli.common import add_shared_flags, build_config, config_flag
 from builder.console import random_weights_banner
 from builder.pipeline import run_stages
 
 
 def add_build_flags(p: argparse.ArgumentParser) -> None:
     """The flags `build` and `run` share."""
-    S = argparse.SUPPRESS
-    p.add_argument("--source", dest="paths.source", nargs="+", default=S, metavar="PATH", help="source photo(s) or folder of the new face")
-    p.add_argument("--donors", dest="paths.donors", default=S, metavar="DIR", help="folder of donor photos")
-    p.add_argument("--out", dest="paths.out", default=S, metavar="DIR", help="run folder")
-    p.add_argument("--trigger", dest="character.trigger", default=S, help="trigger word (e.g. ohwx)")
-    p.add_argument("--class-word", dest="character.class_word", default=S, help="class word (e.g. woman)")
-    p.add_argument("--detector", dest="faces.detector", default=S, choices=["insightface", "dlib"])
-    p.add_argument("--judge", dest="faces.judge", default=S, choices=["insightface", "dlib"], help="recognition net that scores identity")
-    p.add_argument("--donor-face", dest="faces.donor_face", default=S, choices=["largest", "consistent"])
-    p.add_argument("--generator", dest="swap.generator", default=S, choices=["G_unet_1block", "G_unet_2blocks", "G_unet_3blocks"])
-    p.add_argument("--restorer", dest="swap.restorer", default=S, choices=["codeformer", "gfpgan", "none"])
-    p.add_argument("--codeformer-w", dest="swap.codeformer_w", type=float, default=S, help="CodeFormer fidelity (0 = quality, 1 = fidelity)")
-    p.add_argument("--mouth", dest="swap.mouth", action=argparse.BooleanOptionalAction, default=S, help="put the donor's own mouth back (default on)")
-    p.add_argument("--batch-size", dest="swap.batch_size", type=int, default=S, help="faces per model batch")
-    p.add_argument("--keep", dest="quality.keep", type=int, default=S, metavar="N", help="keep only the best N results")
-    p.add_argument("--caption-backend", dest="caption.backend", default=S, choices=["blip", "lavis", "none"], help="none: captions are just trigger and class")
-    p.add_argument("--reg", dest="paths.reg", default=S, metavar="DIR", help="regularisation images")
-    p.add_argument("--base-model", dest="paths.base_model", default=S, metavar="FILE", help="SD 1.5 .safetensors/.ckpt or diffusers folder")
+    add_shared_flags(p, "--source")
+    config_flag(p, "--donors", dest="paths.donors", metavar="DIR", help="folder of donor photos")
+    config_flag(p, "--out", dest="paths.out", metavar="DIR", help="run folder")
+    config_flag(p, "--trigger", dest="character.trigger", help="trigger word (e.g. ohwx)")
+    config_flag(p, "--class-word", dest="character.class_word", help="class word (e.g. woman)")
+    add_shared_flags(p, "--detector", "--judge", "--donor-face")
+    config_flag(p, "--generator", dest="swap.generator")
+    config_flag(p, "--restorer", dest="swap.restorer")
+    config_flag(p, "--codeformer-w", dest="swap.codeformer_w", type=float, help="CodeFormer fidelity (0 = quality, 1 = fidelity)")
+    config_flag(p, "--mouth", dest="swap.mouth", action=argparse.BooleanOptionalAction, help="put the donor's own mouth back (default on)")
+    config_flag(p, "--batch-size", dest="swap.batch_size", type=int, help="faces per model batch")
+    config_flag(p, "--keep", dest="quality.keep", type=int, metavar="N", help="keep only the best N results")
+    config_flag(p, "--caption-backend", dest="caption.backend", help="none: captions are just trigger and class")
+    config_flag(p, "--reg", dest="paths.reg", metavar="DIR", help="regularisation images")
+    add_shared_flags(p, "--base-model")
+
+
+def run_until(args: argparse.Namespace, until: str) -> int:
+    """`build` and `run`: the pipeline's stages up to ``until``."""
+    cfg = build_config(args)
+    if cfg.runtime.random_weights:
+        random_weights_banner()
+    run_stages(cfg, until=until)
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -44,8 +50,4 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = build_config(args)
-    if cfg.runtime.random_weights:
-        random_weights_banner()
-    run_stages(cfg, until="caption")
-    return 0
+    return run_until(args, "caption")

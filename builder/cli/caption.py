@@ -6,9 +6,7 @@ import argparse
 from pathlib import Path
 
 from builder.caption.recaption import recaption
-from builder.cli.common import build_config
-
-FLAG = {"default": argparse.SUPPRESS}
+from builder.cli.common import build_config, config_flag
 
 
 def register(subparsers) -> argparse.ArgumentParser:
@@ -21,31 +19,29 @@ def register(subparsers) -> argparse.ArgumentParser:
         "[character] in the config.",
     )
     p.add_argument("folder", type=Path, metavar="DIR", help="folder of images or kohya dataset")
-    p.add_argument(
-        "--mode", dest="caption.mode", choices=["skip", "overwrite", "prefix-only"], **FLAG,
-        help="skip: keep existing captions (default); overwrite: caption every image; "
-        "prefix-only: put trigger and class in front of existing captions, no model",
-    )
-    p.add_argument("--extension", dest="caption.extension", choices=[".txt", ".caption"], **FLAG,
-                   help="caption file extension (default .txt)")
-    p.add_argument("--trigger", dest="character.trigger", metavar="WORD", **FLAG, help="trigger word (overrides the folder name)")
-    p.add_argument("--class-word", dest="character.class_word", metavar="WORDS", **FLAG, help="class word (overrides the folder name)")
-    p.add_argument("--backend", dest="caption.backend", choices=["blip", "lavis", "none"], **FLAG)
-    p.add_argument("--model", dest="caption.model", metavar="NAME", **FLAG,
-                   help="blip_large (default), blip_base, a Hugging Face repo id or a local folder")
-    p.add_argument("--batch-size", dest="caption.batch_size", type=int, metavar="N", **FLAG)
-    p.add_argument("--beams", dest="caption.beams", type=int, metavar="N", **FLAG, help="beam search width")
-    p.add_argument("--sampling", dest="caption.sampling", action="store_const", const=True, **FLAG,
-                   help="nucleus sampling (--top-p) instead of beam search")
-    p.add_argument("--top-p", dest="caption.top_p", type=float, metavar="P", **FLAG)
-    p.add_argument("--min-length", dest="caption.min_length", type=int, metavar="N", **FLAG)
-    p.add_argument("--max-length", dest="caption.max_length", type=int, metavar="N", **FLAG,
-                   help="BLIP caption length in BERT tokens (as kohya's make_captions.py)")
-    p.add_argument("--strip", dest="caption.strip_words", **FLAG, metavar="WORDS",
-                   help="comma-separated words or phrases to remove from captions")
-    p.add_argument("--tags", dest="caption.extra_tags", **FLAG, metavar="TAGS", help="comma-separated tags to append")
-    p.add_argument("--max-tokens", dest="caption.max_tokens", type=int, metavar="N", **FLAG,
-                   help="CLIP token budget per caption: 75 (default), or 150/225 to keep long captions")
+    config_flag(p, "--mode", dest="caption.mode",
+                help="skip: keep existing captions (default); overwrite: caption every image; "
+                "prefix-only: put trigger and class in front of existing captions, no model")
+    config_flag(p, "--extension", dest="caption.extension",
+                help="caption file extension (default .txt)")
+    config_flag(p, "--trigger", dest="character.trigger", metavar="WORD", help="trigger word (overrides the folder name)")
+    config_flag(p, "--class-word", dest="character.class_word", metavar="WORDS", help="class word (overrides the folder name)")
+    config_flag(p, "--backend", dest="caption.backend")
+    config_flag(p, "--model", dest="caption.model", metavar="NAME",
+                help="blip_large (default), blip_base, a Hugging Face repo id or a local folder")
+    config_flag(p, "--batch-size", dest="caption.batch_size", type=int, metavar="N")
+    config_flag(p, "--beams", dest="caption.beams", type=int, metavar="N", help="beam search width")
+    config_flag(p, "--sampling", dest="caption.sampling", action="store_const", const=True,
+                help="nucleus sampling (--top-p) instead of beam search")
+    config_flag(p, "--top-p", dest="caption.top_p", type=float, metavar="P")
+    config_flag(p, "--min-length", dest="caption.min_length", type=int, metavar="N")
+    config_flag(p, "--max-length", dest="caption.max_length", type=int, metavar="N",
+                help="BLIP caption length in BERT tokens (as kohya's make_captions.py)")
+    config_flag(p, "--strip", dest="caption.strip_words", metavar="WORDS",
+                help="comma-separated words or phrases to remove from captions")
+    config_flag(p, "--tags", dest="caption.extra_tags", metavar="TAGS", help="comma-separated tags to append")
+    config_flag(p, "--max-tokens", dest="caption.max_tokens", type=int, metavar="N",
+                help="CLIP token budget per caption: 75 (default), or 150/225 to keep long captions")
     return p
 
 

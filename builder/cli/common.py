@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import typing
 from pathlib import Path
+from typing import Any, Literal
 
 from builder.config import Config, apply_overrides, load_toml, parse_set
 
@@ -31,3 +33,37 @@ def build_config(args: argparse.Namespace) -> Config:
     cfg = apply_overrides(cfg, parse_set(getattr(args, "set_items", None) or []), origin="--set")
     dotted = {k: v for k, v in vars(args).items() if "." in k}
     return apply_overrides(cfg, dotted, origin="command line")
+
+
+def config_flag(p: argparse.ArgumentParser, *flags: str, dest: str, **kwargs: Any) -> None:
+    """A flag that overrides the config key ``dest`` ("section.key") only when given.
+
+    A key typed as a Literal gives the flag its choices, so a flag and the config never
+    accept different values.
+    """
+    section, key = dest.split(".", 1)
+    hint = typing.get_type_hints(type(getattr(Config(), section)))[key]
+    if typing.get_origin(hint) is Literal and "action" not in kwargs:
+        kwargs.setdefault("choices", typing.get_args(hint))
+    if "choices" not in kwargs and "action" not in kwargs:
+        kwargs.setdefault("metavar", key.upper())
+    p.add_argument(*flags, dest=dest, default=argparse.SUPPRESS, **kwargs)
+
+
+# Flags several commands take, defined once so their meaning and spelling agree.
+SHARED_FLAGS: dict[str, dict[str, Any]] = {
+    "--source": {"dest": "paths.source", "nargs": "+", "action": "extend", "metavar": "PATH",
+                 "help": "source photo(s) or folder(s) of the new face ([paths] source)"},
+    "--base-model": {"dest": "paths.base_model", "metavar": "PATH",
+                     "help": "SD 1.5-family .safetensors/.ckpt file or diffusers folder ([paths] base_model)"},
+    "--sd-scripts": {"dest": "paths.sd_scripts", "metavar": "DIR",
+                     "help": "kohya-ss/sd-scripts checkout (holds train_network.py)"},
+    "--detector": {"dest": "faces.detector", "help": "face detector ([faces] detector)"},
+    "--judge": {"dest": "faces.judge", "help": "recognition net that scores identity ([faces] judge)"},
+    "--donor-face": {"dest": "faces.donor_face", "help": "which face in a photo is the donor's ([faces] donor_face)"},
+}
+
+
+def add_shared_flags(p: argparse.ArgumentParser, *flags: str) -> None:
+    for flag in flags:
+        config_flag(p, flag, **SHARED_FLAGS[flag])

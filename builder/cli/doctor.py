@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from builder import weights as W
-from builder.cli.common import build_config
+from builder.cli.common import add_shared_flags, build_config
 from builder.config import Config
 
 MIN_PYTHON = (3, 11)
@@ -48,8 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         description="Print one OK / MISSING / WARN line for each thing the builder needs. "
         "Offline. Exits 1 only if something needed to run at all is broken.",
     )
-    p.add_argument("--sd-scripts", dest="paths.sd_scripts", default=argparse.SUPPRESS,
-                   metavar="DIR", help="kohya sd-scripts checkout (holds train_network.py)")
+    add_shared_flags(p, "--sd-scripts")
     return p
 
 

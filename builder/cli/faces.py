@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from builder.cli.common import build_config
+from builder.cli.common import add_shared_flags, build_config
 from builder.config import Config
 from builder.console import console, progress, random_weights_banner
 from builder.errors import BuilderError, ImageError
@@ -40,18 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     )
     p.add_argument("folder", type=Path, help="photo or folder of photos")
     p.add_argument("--out", type=Path, required=True, help="folder for the crops and faces.jsonl")
-    p.add_argument(
-        "--detector", dest="faces.detector", default=argparse.SUPPRESS, help="insightface or dlib"
-    )
-    p.add_argument(
-        "--judge", dest="faces.judge", default=argparse.SUPPRESS, help="insightface or dlib"
-    )
-    p.add_argument(
-        "--donor-face",
-        dest="faces.donor_face",
-        default=argparse.SUPPRESS,
-        help="largest or consistent",
-    )
+    add_shared_flags(p, "--detector", "--judge", "--donor-face")
     return p
 
 

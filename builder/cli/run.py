@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from builder.cli.build import add_build_flags
-from builder.cli.common import build_config
-from builder.console import random_weights_banner
-from builder.pipeline import STAGES, run_stages
+from builder.cli.build import add_build_flags, run_until
+from builder.cli.common import add_shared_flags
+from builder.pipeline import STAGES
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -20,14 +19,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "everything it made.",
     )
     add_build_flags(p)
-    p.add_argument("--sd-scripts", dest="paths.sd_scripts", default=argparse.SUPPRESS, metavar="DIR", help="kohya-ss/sd-scripts checkout")
+    add_shared_flags(p, "--sd-scripts")
     p.add_argument("--until", choices=STAGES, default="sample", help="stop after this stage")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = build_config(args)
-    if cfg.runtime.random_weights:
-        random_weights_banner()
-    run_stages(cfg, until=args.until)
-    return 0
+    return run_until(args, args.until)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from builder.cli.common import build_config
+from builder.cli.common import add_shared_flags, build_config, config_flag
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,21 +17,19 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "source photos, and write OUT/samples/grid.png and OUT/samples/report.json.",
     )
     p.add_argument("out", type=Path, metavar="OUT", help="run folder (the one holding model/ and sample_prompts.txt)")
-    p.add_argument("--base-model", dest="paths.base_model", default=argparse.SUPPRESS,
-                   help="SD 1.5-family .safetensors/.ckpt file or diffusers folder ([paths] base_model)")
+    add_shared_flags(p, "--base-model")
     p.add_argument("--lora", type=Path, nargs="+", default=None, metavar="FILE",
                    help="LoRA files to sample, in this order (default: every file in OUT/model/)")
-    p.add_argument("--source", dest="paths.source", action="append", default=argparse.SUPPRESS,
-                   help="source photo or folder of the new face (repeatable; [paths] source)")
-    p.add_argument("--prompts", dest="sample.prompts", default=argparse.SUPPRESS,
-                   help="kohya prompt file (default: OUT/sample_prompts.txt, else prompts from [character])")
-    p.add_argument("--model-config", dest="sample.model_config", default=argparse.SUPPRESS,
-                   help="local diffusers folder with the configs a single-file base model needs offline")
-    p.add_argument("--seeds", dest="sample.seeds", default=argparse.SUPPRESS,
-                   help="comma-separated seeds for prompt lines without --d ([sample] seeds)")
-    p.add_argument("--detector", dest="faces.detector", default=argparse.SUPPRESS, help="insightface or dlib")
-    p.add_argument("--no-score", dest="sample.score", action="store_const", const=False, default=argparse.SUPPRESS,
-                   help="render and draw the grid without identity scores")
+    add_shared_flags(p, "--source")
+    config_flag(p, "--prompts", dest="sample.prompts",
+                help="kohya prompt file (default: OUT/sample_prompts.txt, else prompts from [character])")
+    config_flag(p, "--model-config", dest="sample.model_config",
+                help="local diffusers folder with the configs a single-file base model needs offline")
+    config_flag(p, "--seeds", dest="sample.seeds",
+                help="comma-separated seeds for prompt lines without --d ([sample] seeds)")
+    add_shared_flags(p, "--detector", "--judge")
+    config_flag(p, "--no-score", dest="sample.score", action="store_const", const=False,
+                help="render and draw the grid without identity scores")
     return p
 
 

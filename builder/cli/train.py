@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from builder.cli.common import build_config
+from builder.cli.common import add_shared_flags, build_config, config_flag
 from builder.kohya.train import train_lora
 
 
@@ -23,13 +23,10 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("out", type=Path, help="run folder (holds img/, config.toml, ...)")
-    p.add_argument("--sd-scripts", dest="paths.sd_scripts", default=argparse.SUPPRESS, metavar="DIR",
-                   help="kohya-ss/sd-scripts checkout")
-    p.add_argument("--base-model", dest="paths.base_model", default=argparse.SUPPRESS, metavar="FILE",
-                   help="SD 1.5 .safetensors/.ckpt file or diffusers folder")
-    p.add_argument("--accelerate", dest="kohya.accelerate", default=argparse.SUPPRESS, metavar="EXE",
+    add_shared_flags(p, "--sd-scripts", "--base-model")
+    config_flag(p, "--accelerate", dest="kohya.accelerate", metavar="EXE",
                    help="accelerate executable (default: sd-scripts' venv, PATH, this Python's)")
-    p.add_argument("--preset", dest="kohya.preset", default=argparse.SUPPRESS,
+    config_flag(p, "--preset", dest="kohya.preset",
                    help="kohya_configs/ preset name or a preset .toml file")
     p.add_argument("--write-configs", action="store_true",
                    help="rewrite the TOMLs, prompts and GUI JSON from OUT/img and the config first")
