@@ -26,6 +26,7 @@ from builder.io import append_jsonl, atomic_write_text, load_image, read_jsonl, 
 from builder.manifest import FAILED, KEPT
 from builder.swap.fused import FFHQ_SIZE
 from tests.fixtures.clip import write_clip_tokenizer
+from tests.fixtures.hardening import shared_models
 
 FACES = ("TaylorSwift14.jpeg", "TaylorSwift111.jpeg", "TaylorSwift255.png", "TaylorSwift23.jpeg")
 SIDE = 400  # longest side of the corpus photos
@@ -123,6 +124,12 @@ UNUSABLE = {
     "huge.png": "over the limit",
     "dangling.jpg": "cannot read",
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_model_load():
+    with shared_models():
+        yield
 
 
 @pytest.fixture(scope="module")
