@@ -144,6 +144,17 @@ _SPECS = [
         "Salesforce/blip-image-captioning-base", None, None,
         "BSD-3-Clause (Salesforce BLIP)", "BLIP captioner, base", kind="hf", optional=True,
     ),
+    # CLIP's BPE merges: the CLIP tokenizer (caption token counts, sd-scripts' tokenizer_cache_dir)
+    # is built from it offline (builder.caption.clip_tokenizer). sha256 924691ac...: keras-cv's
+    # SimpleTokenizer pins this openai/CLIP URL with it; size 1,356,917 B from a manifest pinning
+    # the same hash (open-clip-torch's copy has both).
+    WeightSpec(
+        "clip_bpe", "bpe_simple_vocab_16e6.txt.gz",
+        "https://github.com/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz",
+        1_356_917, "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a",
+        "MIT (openai/CLIP)", "CLIP ViT-L/14 tokenizer merges (caption token counts, sd-scripts)",
+        subdir="clip",
+    ),
     # sha256 6ce01616... and size 4,265,146,304 B: several manifests pinning this exact
     # resolve URL (it is also A1111's well-known short hash 6ce0161689).
     WeightSpec(
@@ -371,10 +382,22 @@ def _partial_note(spec: WeightSpec, weights_dir: str) -> str:
     return ""
 
 
+def clip_bpe_needed(cfg: Config) -> bool:
+    """The CLIP tokenizer is built from clip_bpe unless both its users are given a folder."""
+    from builder.caption.clip_tokenizer import CLIP_REPO_ID
+
+    return cfg.caption.clip_tokenizer == CLIP_REPO_ID or not cfg.kohya.tokenizer_cache_dir
+
+
 def needed_for(cfg: Config) -> list[str]:
-    """Registry names the given configuration will load (random weights load none)."""
+    """Registry names the given configuration will load.
+
+    Random weights load no model, but the CLIP tokenizer is data, not weights: a
+    random-weight run still counts caption tokens with the real one.
+    """
+    tokenizer = ["clip_bpe"] if clip_bpe_needed(cfg) else []
     if cfg.runtime.random_weights:
-        return []
+        return tokenizer
     names = {
         "G_unet_1block": "ghost_unet_1block",
         "G_unet_2blocks": "ghost_unet_2blocks",
@@ -390,8 +413,9 @@ def needed_for(cfg: Config) -> list[str]:
     if cfg.swap.mouth or cfg.swap.paste_mask == "parsing":
         out.append(f"parsing_{cfg.swap.parser}")
     if cfg.caption.backend == "blip":
-        out += [s.name for s in _SPECS if s.kind == "hf" and s.url == cfg.caption.model]
-    return out
+        # caption.model is a registry name, a hub repo id or a local folder (nothing to fetch).
+        out += [s.name for s in _SPECS if s.kind == "hf" and cfg.caption.model in (s.name, s.url)]
+    return out + tokenizer
 
 
 def resolve_names(names: Iterable[str]) -> list[str]:

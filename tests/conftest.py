@@ -25,3 +25,14 @@ def source_photo(data_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def donor_photos(data_dir: Path) -> list[Path]:
     return sorted((data_dir / "donors").iterdir())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_weights_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Tests never write into the user's weights cache (e.g. the CLIP tokenizer the kohya files build)."""
+    from builder import weights
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv(weights.ENV_VAR, str(tmp_path_factory.mktemp("weights-cache")))
+    yield
+    mp.undo()

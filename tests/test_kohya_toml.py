@@ -14,7 +14,7 @@ from builder.kohya.files import write_kohya_files
 from builder.kohya.presets import available_presets, load_preset
 from builder.kohya.schema import dataset_keys, gui_keys, schema, train_arguments
 from builder.kohya.toml import dumps, keep_tokens_for
-from tests.fixtures.kohya import make_images, tiny_config
+from tests.fixtures.kohya import make_images, tiny_config, tokenizer_cache
 
 
 def flat_config(path: Path) -> dict:
@@ -105,6 +105,39 @@ def test_training_toml_keys_are_train_network_arguments(run) -> None:
     assert Path(flat["tokenizer_cache_dir"], "openai_clip-vit-large-patch14", "vocab.json").is_file()
     assert flat["sdpa"] is True and "xformers" not in flat
     assert "max_token_length" not in flat  # 75 is sd-scripts' default (choices: None, 150, 225)
+
+
+def test_tokenizer_cache_dir_defaults_to_a_filled_folder_in_the_weights_cache(tmp_path: Path) -> None:
+    cfg = tiny_config()
+    cfg.kohya.tokenizer_cache_dir = ""
+    cfg.runtime.weights_dir = str(tmp_path / "weights")
+    make_images(tmp_path / "a", cfg, 2)
+    flat = flat_config(write_kohya_files(tmp_path / "a", cfg).config)
+    cache = (tmp_path / "weights" / "sd-scripts-tokenizer").resolve()
+    assert flat["tokenizer_cache_dir"] == str(cache)
+    # What sd-scripts loads from there (strategy_base._load_tokenizer: the repo id with "/" as "_").
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(str(cache / "openai_clip-vit-large-patch14"))
+    assert len(tok) == 49408 and tok.model_max_length == 77
+
+
+def test_tokenizer_cache_dir_without_bpe_file_is_left_for_sd_scripts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from builder.caption import clip_tokenizer
+
+    monkeypatch.setattr(clip_tokenizer, "open_clip_bpe", lambda: None)
+    cfg = tiny_config()
+    cfg.kohya.tokenizer_cache_dir = ""
+    cfg.runtime.weights_dir = str(tmp_path / "weights")
+    cfg.caption.clip_tokenizer = str(tokenizer_cache() / "openai_clip-vit-large-patch14")
+    make_images(tmp_path / "a", cfg, 2)
+    flat = flat_config(write_kohya_files(tmp_path / "a", cfg).config)
+    assert flat["tokenizer_cache_dir"] == str((tmp_path / "weights" / "sd-scripts-tokenizer").resolve())
+    assert not (tmp_path / "weights" / "sd-scripts-tokenizer").exists()
+    out = " ".join(capsys.readouterr().err.split())
+    assert "--fetch clip_bpe" in out and "will download the tokenizer" in out
 
 
 def test_presets_are_valid_and_user_config_overrides_them(tmp_path: Path) -> None:

@@ -360,11 +360,14 @@ def test_needed_for_follows_the_config() -> None:
     cfg = Config()
     assert set(W.needed_for(cfg)) == {
         "ghost_unet_2blocks", "ghost_arcface", "antelopev2", "codeformer", "parsing_bisenet", "blip_large",
+        "clip_bpe",
     }
     cfg.swap.restorer, cfg.faces.insightface_pack, cfg.caption.backend = "gfpgan", "buffalo_l", "none"
     assert {"gfpgan_v1.4", "buffalo_l"} <= set(W.needed_for(cfg)) and "blip_large" not in W.needed_for(cfg)
+    cfg.caption.backend, cfg.caption.model = "blip", "blip_large"  # a registry name, as blip.py accepts
+    assert "blip_large" in W.needed_for(cfg)
     cfg.runtime.random_weights = True
-    assert W.needed_for(cfg) == []
+    assert W.needed_for(cfg) == ["clip_bpe"]  # the tokenizer is data: random-weight runs read it too
 
 
 def _fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: tuple[str, ...]) -> list[tuple]:

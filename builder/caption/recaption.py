@@ -123,7 +123,7 @@ def recaption(
 
     def tokens() -> TokenCounter:
         nonlocal counter
-        counter = counter or load_clip_counter(c.clip_tokenizer)
+        counter = counter or load_clip_counter(c.clip_tokenizer, cfg.runtime.weights_dir)
         return counter
 
     todo: list[CaptionTarget] = []

@@ -13,6 +13,7 @@ import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from builder.errors import BuilderError, ConfigError
@@ -34,22 +35,39 @@ class TokenCounter(Protocol):
 
 
 class ClipTokenCounter:
-    """Counts tokens with a transformers CLIPTokenizer (openai/clip-vit-large-patch14 files)."""
+    """Counts tokens with a transformers CLIPTokenizer (openai/clip-vit-large-patch14 files).
+
+    The text is first cleaned with ftfy as sd-scripts' tokenizer does (transformers 4's
+    CLIPTokenizer runs ``ftfy.fix_text`` when ftfy is installed, and sd-scripts pins it):
+    curly quotes, ligatures and mojibake would otherwise count differently.
+    """
 
     def __init__(self, tokenizer) -> None:
+        import ftfy
+
         self.tokenizer = tokenizer
+        self.fix_text = ftfy.fix_text
 
     def count(self, text: str) -> int:
+        text = " ".join(self.fix_text(text).split())
         return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
 
 @functools.lru_cache(maxsize=4)
-def load_clip_counter(source: str) -> ClipTokenCounter:
-    """The CLIP tokenizer from a local folder or the Hugging Face cache (fetched if online)."""
+def load_clip_counter(source: str, weights_dir: str = "") -> ClipTokenCounter:
+    """The CLIP tokenizer from a local folder or the Hugging Face cache.
+
+    The default repo id, when the hub cache lacks it, is built offline from CLIP's BPE
+    file into the weights cache (``builder.caption.clip_tokenizer``): same ids, no download.
+    Another repo id is fetched from the hub if online.
+    """
     from transformers import CLIPTokenizer
 
+    from builder.caption.clip_tokenizer import CLIP_REPO_ID, ensure_clip_tokenizer, hub_has
     from builder.caption.hub import from_pretrained
 
+    if source == CLIP_REPO_ID and not Path(source).expanduser().is_dir() and not hub_has(source):
+        source = str(ensure_clip_tokenizer(weights_dir))
     tokenizer = from_pretrained(
         CLIPTokenizer.from_pretrained,
         source,
@@ -188,13 +206,16 @@ def remove_prefix(text: str, trigger: str, class_word: str, rules: CaptionRules)
 
 
 def required_max_token_length(
-    captions: Iterable[str], counter: TokenCounter | None = None, clip_tokenizer: str = "openai/clip-vit-large-patch14"
+    captions: Iterable[str],
+    counter: TokenCounter | None = None,
+    clip_tokenizer: str = "openai/clip-vit-large-patch14",
+    weights_dir: str = "",
 ) -> int | None:
     """kohya's ``max_token_length`` that trains every caption uncut: None (75), 150 or 225.
 
     Longer than 225 cannot be trained uncut; 225 is returned and kohya cuts the rest.
     """
-    counter = counter or load_clip_counter(clip_tokenizer)
+    counter = counter or load_clip_counter(clip_tokenizer, weights_dir)
     longest = max((counter.count(c) for c in captions), default=0)
     for length in KOHYA_TOKEN_LENGTHS:
         if longest <= length:

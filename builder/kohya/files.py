@@ -19,6 +19,7 @@ from builder.kohya.toml import (
     flatten,
     keep_tokens_for,
     max_token_length_for,
+    prepare_tokenizer_cache,
     read_captions,
     training_config,
 )
@@ -55,6 +56,7 @@ def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = No
     preset = load_preset(cfg.kohya.preset)
     captions = read_captions(ds)
     keep = keep_tokens_for(captions, cfg.character.trigger, cfg.character.class_word)
+    prepare_tokenizer_cache(cfg)
     max_tokens = max_token_length_for(captions, cfg)
 
     files = KohyaFiles(

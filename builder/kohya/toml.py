@@ -14,6 +14,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rich.markup import escape
+
+from builder.caption.clip_tokenizer import (
+    CLIP_CACHE_NAME,
+    ensure_clip_tokenizer,
+    tokenizer_cache_root,
+)
 from builder.caption.text import required_max_token_length
 from builder.config import Config
 from builder.console import console
@@ -24,8 +31,6 @@ from builder.kohya.schema import check_train_value, dataset_keys
 
 CLIP_CHUNK = 75  # tokens per CLIP window; sd-scripts accepts 150 or 225 as longer limits
 MAX_TOKEN_CHOICES = (75, 150, 225)
-# sd-scripts' tokenizer_cache_dir layout: the hub id with "/" turned into "_" (strategy_base._load_tokenizer).
-CLIP_CACHE_NAME = "openai_clip-vit-large-patch14"
 
 
 # --- a small TOML writer: sd-scripts reads with the `toml` package, tests with tomllib ---
@@ -80,6 +85,30 @@ def flatten(doc: dict[str, Any]) -> dict[str, Any]:
                 raise BuilderError(f"config.toml would set '{k}' twice")
             flat[k] = v
     return flat
+
+
+# --- the CLIP tokenizer train_network.py loads ---
+
+def tokenizer_cache_dir(cfg: Config) -> Path:
+    """sd-scripts' tokenizer_cache_dir: [kohya] tokenizer_cache_dir, else the weights cache's folder."""
+    if cfg.kohya.tokenizer_cache_dir:
+        return Path(cfg.kohya.tokenizer_cache_dir).expanduser().resolve()
+    return tokenizer_cache_root(cfg.runtime.weights_dir).resolve()
+
+
+def prepare_tokenizer_cache(cfg: Config) -> Path:
+    """Fill the default tokenizer_cache_dir so train_network.py downloads nothing.
+
+    A folder the user set is theirs and is left as it is. Without CLIP's BPE file the
+    folder stays empty: sd-scripts then downloads the tokenizer once and saves it there.
+    """
+    folder = tokenizer_cache_dir(cfg)
+    if not cfg.kohya.tokenizer_cache_dir:
+        try:
+            ensure_clip_tokenizer(cfg.runtime.weights_dir)
+        except BuilderError as exc:
+            console.print(f"[yellow]{escape(str(exc))}; train_network.py will download the tokenizer into {folder}[/yellow]")
+    return folder
 
 
 # --- captions -> keep_tokens and max_token_length ---
@@ -140,10 +169,10 @@ def max_token_length_for(captions: list[str], cfg: Config) -> int:
     if not captions:
         return CLIP_CHUNK  # images are captioned with the class tokens alone
     # Count with the tokenizer train_network.py will load: its cache folder when there is one.
-    cached = Path(cfg.kohya.tokenizer_cache_dir).expanduser() / CLIP_CACHE_NAME if cfg.kohya.tokenizer_cache_dir else None
-    source = str(cached) if cached is not None and cached.is_dir() else cfg.caption.clip_tokenizer
+    cached = tokenizer_cache_dir(cfg) / CLIP_CACHE_NAME
+    source = str(cached) if cached.is_dir() else cfg.caption.clip_tokenizer
     try:
-        needed = required_max_token_length(captions, clip_tokenizer=source)
+        needed = required_max_token_length(captions, clip_tokenizer=source, weights_dir=cfg.runtime.weights_dir)
     except BuilderError as exc:
         console.print(
             f"[yellow]cannot count caption tokens ({exc}); assuming captions fit 75 tokens. "
@@ -217,8 +246,7 @@ def training_config(
     model: dict[str, Any] = {}
     if cfg.paths.base_model:
         model["pretrained_model_name_or_path"] = str(Path(cfg.paths.base_model).expanduser().resolve())
-    if k.tokenizer_cache_dir:
-        model["tokenizer_cache_dir"] = str(Path(k.tokenizer_cache_dir).expanduser().resolve())
+    model["tokenizer_cache_dir"] = str(tokenizer_cache_dir(cfg))
     if k.attention != "none":
         model[k.attention] = True
     if max_token_length > CLIP_CHUNK:
