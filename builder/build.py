@@ -62,8 +62,7 @@ def load_models(cfg: Config) -> Models:
     device = resolve_device(cfg.runtime.device)
     swapper = load_swapper(cfg, device)
     restorer = load_restorer(cfg, device)
-    needs_parser = cfg.swap.mouth or cfg.swap.paste_mask == "parsing"
-    parser = load_parser(cfg, device) if needs_parser else None
+    parser = load_parser(cfg, device) if cfg.swap.needs_parser else None
     return Models(make_detector(cfg), make_judge(cfg), FusedPass(swapper, restorer, parser, cfg.swap))
 
 

@@ -71,6 +71,11 @@ class SwapConfig:
     paste_mask: Literal["parsing", "box"] = "parsing"
     batch_size: int = 8
 
+    @property
+    def needs_parser(self) -> bool:
+        """The mouth transplant and the parsing paste mask both read the face-parsing map."""
+        return self.mouth or self.paste_mask == "parsing"
+
 
 @dataclass
 class QualityConfig:

@@ -32,7 +32,15 @@ def progress(transient: bool = False) -> Progress:
     )
 
 
+_banner_shown = False
+
+
 def random_weights_banner() -> None:
+    """Shown once per process, by whichever stage first builds a random-weight model."""
+    global _banner_shown
+    if _banner_shown:
+        return
+    _banner_shown = True
     console.print(
         Panel(
             "[bold]--random-weights[/bold]: every model has its real architecture but seeded "

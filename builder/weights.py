@@ -410,7 +410,7 @@ def needed_for(cfg: Config) -> list[str]:
         out.append("codeformer")
     elif cfg.swap.restorer == "gfpgan":
         out.append("gfpgan_v1.4")
-    if cfg.swap.mouth or cfg.swap.paste_mask == "parsing":
+    if cfg.swap.needs_parser:
         out.append(f"parsing_{cfg.swap.parser}")
     if cfg.caption.backend == "blip":
         # caption.model is a registry name, a hub repo id or a local folder (nothing to fetch).

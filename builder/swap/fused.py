@@ -61,7 +61,7 @@ class FusedPass:
     resamplings = 3  # image->swap crop, swap crop->FFHQ crop, FFHQ crop->image
 
     def __init__(self, swapper: Swapper, restorer: Restorer, parser: FaceParser | None, cfg: SwapConfig):
-        if parser is None and (cfg.mouth or cfg.paste_mask == "parsing"):
+        if parser is None and cfg.needs_parser:
             raise ValueError("a face parser is needed for the mouth transplant and the parsing paste mask")
         self.swapper = swapper
         self.restorer = restorer
