@@ -12,6 +12,7 @@ import torch
 
 from builder.config import Config
 from builder.errors import ConfigError
+from builder.registry import pick
 
 
 class Captioner(Protocol):
@@ -79,7 +80,4 @@ CAPTIONERS: dict[str, Callable[[Config, torch.device], Captioner]] = {
 
 def load_captioner(cfg: Config, device: torch.device) -> Captioner:
     """The captioner ``cfg.caption.backend`` names, on ``device`` (fp16 on CUDA)."""
-    backend = cfg.caption.backend
-    if backend not in CAPTIONERS:
-        raise ConfigError(f"caption.backend = {backend!r} is not one of {', '.join(CAPTIONERS)}")
-    return CAPTIONERS[backend](cfg, device)
+    return pick(CAPTIONERS, cfg.caption.backend, "caption.backend")(cfg, device)

@@ -12,8 +12,8 @@ from typing import Protocol
 import numpy as np
 
 from builder.config import Config
-from builder.errors import ConfigError
 from builder.faces.types import Face
+from builder.registry import pick
 
 
 class Detector(Protocol):
@@ -47,7 +47,4 @@ DETECTORS: dict[str, Callable[[Config], Detector]] = {
 
 
 def make_detector(cfg: Config) -> Detector:
-    name = cfg.faces.detector
-    if name not in DETECTORS:
-        raise ConfigError(f"faces.detector = {name!r} is not one of {', '.join(DETECTORS)}")
-    return DETECTORS[name](cfg)
+    return pick(DETECTORS, cfg.faces.detector, "faces.detector")(cfg)

@@ -17,6 +17,7 @@ from builder.config import Config
 from builder.errors import BuilderError, ConfigError
 from builder.faces import align
 from builder.faces.types import Face
+from builder.registry import pick
 
 
 class Judge(Protocol):
@@ -137,7 +138,4 @@ JUDGES: dict[str, Callable[[Config], Judge]] = {
 
 
 def make_judge(cfg: Config) -> Judge:
-    name = cfg.faces.judge
-    if name not in JUDGES:
-        raise ConfigError(f"faces.judge = {name!r} is not one of {', '.join(JUDGES)}")
-    return JUDGES[name](cfg)
+    return pick(JUDGES, cfg.faces.judge, "faces.judge")(cfg)

@@ -102,7 +102,19 @@ class VectorQuantizer(nn.Module):
         )
 
 
-class Encoder(nn.Module):
+class BlockStack(nn.Module):
+    """Blocks run in order; kept as a ModuleList named ``blocks`` for the checkpoint's key names
+    (CodeFormer also taps the generator's blocks one by one)."""
+
+    blocks: nn.ModuleList
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class Encoder(BlockStack):
     def __init__(
         self,
         in_channels: int,
@@ -132,13 +144,8 @@ class Encoder(nn.Module):
         blocks.append(nn.Conv2d(ch, emb_dim, 3, padding=1))
         self.blocks = nn.ModuleList(blocks)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
 
-
-class Generator(nn.Module):
+class Generator(BlockStack):
     def __init__(
         self,
         nf: int,
@@ -164,11 +171,6 @@ class Generator(nn.Module):
                 res *= 2
         blocks += [group_norm(ch), nn.Conv2d(ch, 3, 3, padding=1)]
         self.blocks = nn.ModuleList(blocks)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        for block in self.blocks:
-            x = block(x)
-        return x
 
 
 class VQAutoEncoder(nn.Module):

@@ -23,6 +23,7 @@ from torch import nn
 from builder.config import Config
 from builder.device import model_dtype
 from builder.models.checkpoint import load_strict, randomize, read_state_dict
+from builder.registry import pick
 from builder.weights import require
 
 PARSE_SIZE = 512
@@ -104,7 +105,7 @@ class TorchFaceParser:
 
 def load_parser(cfg: Config, device: torch.device) -> TorchFaceParser:
     """The configured face parser ([swap] parser), its official weights loaded once."""
-    spec = PARSERS[cfg.swap.parser]
+    spec = pick(PARSERS, cfg.swap.parser, "swap.parser")
     net = spec.build()
     if cfg.runtime.random_weights:
         randomize(net, cfg.runtime.seed)

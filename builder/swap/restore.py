@@ -22,6 +22,7 @@ from builder.models.base import Restorer
 from builder.models.checkpoint import load_strict, randomize, read_state_dict
 from builder.models.codeformer import CodeFormer
 from builder.models.gfpgan import GFPGANv1Clean
+from builder.registry import pick
 from builder.weights import require
 
 CROP = 512
@@ -167,11 +168,7 @@ RESTORERS: dict[str, Callable[[Config, torch.device], Restorer]] = {
 
 
 def load_restorer(cfg: Config, device: torch.device | str) -> Restorer:
-    name = cfg.swap.restorer
-    if name not in RESTORERS:
-        raise ConfigError(
-            f"swap.restorer = {name!r} is not one of {', '.join(map(repr, RESTORERS))}"
-        )
+    load = pick(RESTORERS, cfg.swap.restorer, "swap.restorer")
     if cfg.swap.batch_size < 1:
         raise ConfigError(f"swap.batch_size must be at least 1, got {cfg.swap.batch_size}")
-    return RESTORERS[name](cfg, torch.device(device))
+    return load(cfg, torch.device(device))
