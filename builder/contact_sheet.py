@@ -81,6 +81,18 @@ def _thumbnail(image: np.ndarray, thumb: int) -> np.ndarray:
     return cell
 
 
+# A sheet holds at most about this many pixels (48 MB): with thousands of results the
+# thumbnails shrink instead of the sheet's memory growing with the donor folder.
+SHEET_BUDGET = 16_000_000
+MIN_THUMB = 64
+
+
+def fitted_thumb(n: int, thumb: int) -> int:
+    """``thumb``, or a smaller side that keeps ``n`` cells (with their labels) within SHEET_BUDGET."""
+    fit = int((SHEET_BUDGET / (max(n, 1) * 1.3)) ** 0.5)  # 1.3: the label strip under each thumbnail
+    return min(thumb, max(MIN_THUMB, fit))
+
+
 def render_contact_sheet(
     items: list[tuple[Path | np.ndarray, str]], thumb: int = 256, max_pixels: int = 60_000_000
 ) -> np.ndarray:
@@ -108,7 +120,7 @@ def write_contact_sheet(
     """Write the sheet atomically; with no pictures nothing is written and None returned."""
     if not items:
         return None
-    write_image(Path(out_path), render_contact_sheet(items, thumb, max_pixels))
+    write_image(Path(out_path), render_contact_sheet(items, fitted_thumb(len(items), thumb), max_pixels))
     return Path(out_path)
 
 

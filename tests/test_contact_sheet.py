@@ -87,3 +87,13 @@ def test_quality_sheets_split_kept_and_rejected(tmp_path) -> None:
     only_kept = tmp_path / "only_kept"
     assert write_quality_sheets(pictures[:5], only_kept, thumb=48)[1] is None
     assert not (only_kept / "contact_sheet_rejects.png").exists()
+
+
+def test_thumbnails_shrink_so_a_huge_sheet_stays_within_its_budget():
+    from builder.contact_sheet import MIN_THUMB, SHEET_BUDGET, fitted_thumb
+
+    assert fitted_thumb(40, 256) == 256
+    for n in (500, 2000):
+        side = fitted_thumb(n, 256)
+        assert MIN_THUMB <= side < 256
+        assert n * side * side * 1.3 <= SHEET_BUDGET

@@ -265,6 +265,9 @@ def test_faces_command_on_the_corpus(corpus_run, tmp_path, capsys):
     for key in expected:
         assert records[key]["chosen"] == 0, key
     assert records["noface.png"]["faces"] == []
+    # Same-named photos in different folders keep their own crop files.
+    crops = [f["crop"] for r in records.values() for f in r.get("faces", [])]
+    assert len(crops) == len(set(crops)) and all((tmp_path / c).is_file() for c in crops)
 
 
 def test_caption_command_skips_bad_images_with_reasons(corpus_run, tmp_path, clip, capsys):

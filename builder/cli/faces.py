@@ -26,6 +26,7 @@ from builder.faces.pose import head_pose
 from builder.faces.select import select_donor_face
 from builder.faces.types import Face
 from builder.io import append_jsonl, list_images, load_image, read_jsonl, write_image
+from builder.manifest import result_name
 
 PREVIEW = 512
 MANIFEST = "faces.jsonl"
@@ -87,7 +88,8 @@ def process_photo(
         faces = [Face(f.box, f.score, f.kps, f.landmarks, judge.embed(image, f)) for f in faces]
     records = []
     for k, face in enumerate(faces):
-        name = f"{path.stem}_face{k}.png"
+        # The path's hash in the name: face.png in two subfolders must not share crop files.
+        name = result_name(path.as_posix(), f"_face{k}.png")
         write_image(out / name, crop_pair(image, face))
         records.append(face_record(face, name))
     return {"path": str(path), "size": [int(image.shape[1]), int(image.shape[0])], "faces": records}

@@ -50,7 +50,7 @@ def source_identity(paths: list[Path], detector, swapper: Swapper, judge=None, m
         try:
             image = load_image(path, max_pixels)
         except ImageError as exc:
-            failed.append((str(path), str(exc)))
+            failed.append((str(path), str(exc).removeprefix(f"{path}: ")))  # the path is the key already
             continue
         faces = detector.detect(image)
         if not faces:
