@@ -192,6 +192,7 @@ def run_training(cmd: TrainCommand, env: dict[str, str] | None = None) -> TrainR
                         log.write(text.strip() + "\n")
                     continue
                 if is_cr:  # other carriage-return bars (latents caching): log only
+                    log.write(text + "\n")
                     continue
                 tail.append(text)
                 log.write(text + "\n")
