@@ -94,13 +94,46 @@ def stage_sample(cfg: Config, run: RunSummary) -> None:
 RUNNERS = {"build": stage_build, "caption": stage_caption, "train": stage_train, "sample": stage_sample}
 
 
+def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
+    """Registry files these stages will read that are not in the cache yet.
+
+    With no base model configured, training and sampling use the registry's SD 1.5
+    checkpoint, so a newcomer's first run fetches it instead of asking for a download.
+    """
+    from builder import weights as W
+    from builder.caption.clip_tokenizer import open_clip_bpe
+
+    names = W.needed_for(cfg)
+    if not cfg.paths.base_model and {"train", "sample"} & set(stages):
+        names.append("sd15_base")
+    missing = [n for n in names if W.state(n, cfg.runtime.weights_dir).state == W.MISSING]
+    # An installed open-clip-torch carries the same BPE file; nothing to download then.
+    return [n for n in missing if not (n == "clip_bpe" and open_clip_bpe() is not None)]
+
+
+def ensure_weights(cfg: Config, stages: tuple[str, ...]) -> None:
+    """Fetch (resumable, checksum-verified) what is missing before any work starts, so a run
+    never stops halfway for a file; offline, the error names each file, its URL and its place."""
+    from builder import weights as W
+    from builder.fetch import fetch
+
+    missing = missing_weights(cfg, stages)
+    if missing:
+        console.print(f"fetching {len(missing)} model file(s) this run needs: {', '.join(missing)}")
+        fetch(missing, cfg.runtime.weights_dir)
+    if not cfg.paths.base_model and {"train", "sample"} & set(stages):
+        cfg.paths.base_model = str(W.require("sd15_base", cfg.runtime.weights_dir))
+
+
 def run_stages(cfg: Config, until: str = "sample") -> RunSummary:
     if until not in STAGES:
         raise BuilderError(f"--until {until!r} is not one of {', '.join(STAGES)}")
     if not cfg.paths.out:
         raise BuilderError("no output folder: pass --out DIR (or set [paths] out)")
     run = RunSummary(out=Path(cfg.paths.out))
-    for stage in STAGES[: STAGES.index(until) + 1]:
+    stages = STAGES[: STAGES.index(until) + 1]
+    ensure_weights(cfg, stages)
+    for stage in stages:
         console.rule(f"[bold]{stage}")
         try:
             RUNNERS[stage](cfg, run)

@@ -1,0 +1,45 @@
+"""What `run`/`build` fetch before starting, and that an offline first run fails fast and clean."""
+
+from __future__ import annotations
+
+import time
+
+import launch
+from builder.config import Config
+from builder.pipeline import missing_weights
+
+
+def test_a_random_weight_run_needs_nothing_from_the_network(tmp_path):
+    cfg = Config()
+    cfg.runtime.random_weights = True
+    cfg.runtime.weights_dir = str(tmp_path)
+    cfg.paths.base_model = str(tmp_path / "model.safetensors")
+    assert missing_weights(cfg, ("build", "caption", "train", "sample")) == []
+
+
+def test_a_real_run_lists_every_missing_file_and_the_base_model(tmp_path):
+    cfg = Config()
+    cfg.runtime.weights_dir = str(tmp_path)
+    needed = missing_weights(cfg, ("build", "caption", "train", "sample"))
+    assert {"ghost_unet_2blocks", "ghost_arcface", "antelopev2", "codeformer", "parsing_bisenet", "blip_large", "sd15_base"} <= set(needed)
+    assert "sd15_base" not in missing_weights(cfg, ("build", "caption"))
+    cfg.swap.restorer, cfg.faces.detector, cfg.faces.judge = "gfpgan", "dlib", "dlib"
+    needed = missing_weights(cfg, ("build",))
+    assert "gfpgan_v1.4" in needed and "codeformer" not in needed and "antelopev2" not in needed
+
+
+def test_offline_first_run_fails_fast_naming_files_before_any_work(tmp_path, source_photo, data_dir, capsys):
+    out = tmp_path / "run"
+    start = time.monotonic()
+    rc = launch.main([
+        "build", "--source", str(source_photo), "--donors", str(data_dir / "donors"), "--out", str(out),
+        "--weights-dir", str(tmp_path / "weights"),
+    ])  # fmt: skip
+    assert rc != 0
+    assert time.monotonic() - start < 60
+    err = " ".join(capsys.readouterr().err.split())
+    for name in ("G_unet_2blocks.pth", "codeformer.pth", "antelopev2.zip"):
+        assert name in err
+    assert "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth" in err
+    assert str(tmp_path / "weights") in err
+    assert not (out / "manifest.jsonl").exists()
