@@ -158,6 +158,16 @@ def test_presets_are_valid_and_user_config_overrides_them(tmp_path: Path) -> Non
     assert flat["network_args"] == ["conv_dim=4"]
 
 
+def test_no_loader_workers_turns_the_presets_persistent_workers_off(tmp_path: Path) -> None:
+    """sd-scripts exits with "persistent_workers option needs num_workers > 0" otherwise (seen in a real run)."""
+    cfg = tiny_config()
+    assert load_preset("character_sd15").train["persistent_data_loader_workers"] is True
+    cfg.kohya.extra_args = ["max_data_loader_n_workers=0"]
+    make_images(tmp_path, cfg, 2)
+    flat = flat_config(write_kohya_files(tmp_path, cfg).config)
+    assert flat["max_data_loader_n_workers"] == 0 and flat["persistent_data_loader_workers"] is False
+
+
 def test_typo_in_extra_args_is_an_error_not_silently_ignored(tmp_path: Path) -> None:
     cfg = tiny_config()
     cfg.kohya.extra_args = ["noise_ofset=0.1"]

@@ -295,6 +295,13 @@ def training_config(
                 del table[key]
     if extra:
         doc["extra_args"] = extra
+    flat = flatten(doc)
+    if flat.get("max_data_loader_n_workers") == 0 and flat.get("persistent_data_loader_workers"):
+        # sd-scripts refuses the pair ("persistent_workers option needs num_workers > 0"):
+        # asking for no worker processes wins over the preset's persistent ones.
+        for table in doc.values():
+            if "persistent_data_loader_workers" in table:
+                table["persistent_data_loader_workers"] = False
     for key, value in flatten(doc).items():
         check_train_value(key, value, "config.toml")
     return doc
