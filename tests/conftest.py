@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+
+
+def _find_data() -> Path:
+    """The shared photos: $LORA_BUILDER_TEST_DATA, else ../shared/data beside the checkout,
+    else the workspace's /work/shared/data (a clone elsewhere, e.g. a CI check in /tmp)."""
+    candidates = [os.environ.get("LORA_BUILDER_TEST_DATA"), REPO.parent / "shared" / "data", "/work/shared/data"]
+    for c in candidates:
+        if c and Path(c).is_dir():
+            return Path(c)
+    return REPO.parent / "shared" / "data"
+
+
+DATA = _find_data()
 
 
 @pytest.fixture(scope="session")
