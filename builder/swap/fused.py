@@ -51,7 +51,7 @@ class FusedResult:
     paste_mask: str  # "parsing" or "box" (fallback)
     mask: np.ndarray  # the paste mask itself, float32 in FFHQ-crop space
     mouth: bool
-    restored_crop: np.ndarray  # FFHQ crop after restoration, for scoring and contact sheets
+    restored_crop: np.ndarray  # the FFHQ crop after restoration, before paste-back: what the restorer made
     timings: dict[str, float] = field(default_factory=dict)  # seconds per face, by step
 
 
