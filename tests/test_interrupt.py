@@ -53,7 +53,14 @@ def start(argv: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, str(REPO), *argv],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # A CI job started in the background inherits SIGINT ignored, and Python then never
+        # turns Ctrl-C into KeyboardInterrupt: give the child the terminal's default back.
+        preexec_fn=_default_sigint,
     )  # fmt: skip
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def lines(path: Path) -> int:
