@@ -104,8 +104,8 @@ def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
     from builder.caption.clip_tokenizer import open_clip_bpe
 
     names = W.needed_for(cfg)
-    if not cfg.paths.base_model and {"train", "sample"} & set(stages):
-        names.append("sd15_base")
+    if not {"train", "sample"} & set(stages):
+        names = [n for n in names if n != "sd15_base"]
     missing = [n for n in names if W.state(n, cfg.runtime.weights_dir).state == W.MISSING]
     # An installed open-clip-torch carries the same BPE file; nothing to download then.
     return [n for n in missing if not (n == "clip_bpe" and open_clip_bpe() is not None)]

@@ -396,8 +396,11 @@ def needed_for(cfg: Config) -> list[str]:
     random-weight run still counts caption tokens with the real one.
     """
     tokenizer = ["clip_bpe"] if clip_bpe_needed(cfg) else []
+    # Training and sampling fall back to the registry's SD 1.5 when no base model is given;
+    # it is the user's model, not ours, so random weights do not replace it.
+    data = tokenizer + ([] if cfg.paths.base_model else ["sd15_base"])
     if cfg.runtime.random_weights:
-        return tokenizer
+        return data
     names = {
         "G_unet_1block": "ghost_unet_1block",
         "G_unet_2blocks": "ghost_unet_2blocks",
@@ -415,7 +418,7 @@ def needed_for(cfg: Config) -> list[str]:
     if cfg.caption.backend == "blip":
         # caption.model is a registry name, a hub repo id or a local folder (nothing to fetch).
         out += [s.name for s in _SPECS if s.kind == "hf" and cfg.caption.model in (s.name, s.url)]
-    return out + tokenizer
+    return out + data
 
 
 def resolve_names(names: Iterable[str]) -> list[str]:

@@ -128,6 +128,7 @@ def test_sd_scripts_loads_it_like_its_own_cache(tmp_path: Path) -> None:
 
 def test_needed_for_lists_clip_bpe_and_blip_registry_names() -> None:
     cfg = Config()
+    cfg.paths.base_model = "/models/my_sd15.safetensors"
     assert "clip_bpe" in W.needed_for(cfg)
     cfg.caption.model = "blip_base"
     assert "blip_base" in W.needed_for(cfg) and "blip_large" not in W.needed_for(cfg)
