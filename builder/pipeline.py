@@ -47,7 +47,6 @@ def stage_build(cfg: Config, run: RunSummary) -> None:
             f"no result passed the quality filters ({summary.rejected} rejected, {summary.failed} unusable); "
             f"see {summary.out / MANIFEST} and {summary.out / 'contact_sheet_rejects.png'}"
         )
-    run.kohya = write_kohya_files(summary.out, cfg)
     run.stages["build"] = f"{summary.kept} kept of {summary.photos} ({summary.processed} processed this run)"
 
 
@@ -141,6 +140,8 @@ def run_stages(cfg: Config, until: str = "sample") -> RunSummary:
             run.stages[stage] = "[red]failed[/red]"
             print_run_summary(run)
             raise
+    if until == "build":  # the caption stage writes them otherwise, once the captions are final
+        run.kohya = write_kohya_files(run.out, cfg)
     print_run_summary(run)
     return run
 

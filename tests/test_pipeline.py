@@ -43,3 +43,18 @@ def test_offline_first_run_fails_fast_naming_files_before_any_work(tmp_path, sou
     assert "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth" in err
     assert str(tmp_path / "weights") in err
     assert not (out / "manifest.jsonl").exists()
+
+
+def test_until_build_still_writes_the_kohya_files(tmp_path, monkeypatch):
+    """Without the caption stage the TOMLs come from the build's images; with it, only once after."""
+    from builder import pipeline
+    from tests.fixtures.kohya import make_images, tiny_config
+
+    cfg = tiny_config()
+    cfg.paths.out = str(tmp_path)
+    cfg.runtime.random_weights = True
+    cfg.paths.base_model = str(tmp_path / "model.safetensors")
+    make_images(tmp_path, cfg, 2)
+    monkeypatch.setitem(pipeline.RUNNERS, "build", lambda cfg, run: run.stages.update(build="stub"))
+    run = pipeline.run_stages(cfg, until="build")
+    assert run.kohya is not None and (tmp_path / "config.toml").is_file() and (tmp_path / "dataset_config.toml").is_file()
