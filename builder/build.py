@@ -241,7 +241,7 @@ def _donor_reference(paths: Iterable[Path], cfg: Config, models: Models) -> tupl
     Runs over every photo, not only the pending ones, so a resumed run picks the same
     faces. The detections are returned so the main pass does not detect a second time.
     """
-    from builder.faces.identity import average_identity
+    from builder.faces.identity import median_identity
 
     vectors, detected = [], {}
     with progress() as bar:
@@ -257,7 +257,7 @@ def _donor_reference(paths: Iterable[Path], cfg: Config, models: Models) -> tupl
                 vectors.append(models.judge.embed(image, faces[0]))
     if not vectors:
         return None, detected
-    return average_identity(np.median(np.stack(vectors), axis=0)[None]), detected
+    return median_identity(vectors), detected
 
 
 def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models: Models, out: Path) -> list[Record]:

@@ -115,3 +115,20 @@ def test_rerun_does_no_work_twice(built, source_photo, monkeypatch):
     assert launch.main(build_args(donors, out, source_photo, clip)) == 0
     assert {p: p.stat().st_mtime_ns for p in (out / "results").iterdir()} == before
     assert len((out / "manifest.jsonl").read_text().splitlines()) == manifest_lines
+
+
+def test_consistent_donor_face_detects_each_photo_once(built, tmp_path, source_photo, monkeypatch):
+    """--donor-face consistent: a reference pass, then the main pass reuses its detections."""
+    donors, _, _, clip = built
+    from builder.faces import detect_dlib
+
+    calls = []
+    original = detect_dlib.DlibDetector.detect
+    monkeypatch.setattr(detect_dlib.DlibDetector, "detect", lambda self, image: calls.append(1) or original(self, image))
+    out = tmp_path / "consistent"
+    assert launch.main([*build_args(donors, out, source_photo, clip), "--donor-face", "consistent"]) == 0
+    records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl")}
+    assert sum(1 for r in records.values() if r["output"]) == 4
+    readable = len(records) - 1  # broken.jpg never reaches the detector
+    # one detection per readable donor photo, plus the source photo and one re-detection per result
+    assert len(calls) == readable + 1 + 4
