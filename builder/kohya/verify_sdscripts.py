@@ -47,6 +47,12 @@ def _import_sd_scripts(sd_scripts: Path) -> tuple[Any, Any, Any]:
     return train_network, config_util, train_util
 
 
+def _sdxl_parser() -> argparse.ArgumentParser:
+    import sdxl_train_network  # type: ignore[import-not-found]
+
+    return sdxl_train_network.setup_parser()
+
+
 def _argument_record(action: argparse.Action) -> dict[str, Any]:
     flag = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
     record: dict[str, Any] = {"kind": "flag" if flag else "value"}
@@ -75,6 +81,8 @@ def collect_schema(
     train_network, config_util, _ = _import_sd_scripts(sd_scripts)
     parser = train_network.setup_parser()
     arguments = {a.dest: _argument_record(a) for a in parser._actions if a.dest != "help"}
+    # sdxl_train_network.py: train_network's parser plus sdxl_train_util.add_sdxl_training_arguments.
+    sdxl_only = {a.dest: _argument_record(a) for a in _sdxl_parser()._actions if a.dest not in arguments and a.dest != "help"}
     # The same sanitizer train_network builds (masked_loss off: no ControlNet-style subsets).
     sanitizer = config_util.ConfigSanitizer(True, True, False, True)
     schema: dict[str, Any] = {
@@ -86,7 +94,13 @@ def collect_schema(
             "required_subset_keys": ["image_dir"],
         },
         "train_network_arguments": dict(sorted(arguments.items())),
+        "sdxl_train_network_arguments": dict(sorted(sdxl_only.items())),
     }
+    if kohya_ss is None and SCHEMA_PATH.is_file():
+        # Re-recording sd-scripts alone keeps the GUI's record as it was.
+        previous = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+        if "kohya_ss_gui" in previous:
+            schema["kohya_ss_gui"] = previous["kohya_ss_gui"]
     if kohya_ss is not None:
         schema["kohya_ss_gui"] = {
             "repository": "https://github.com/bmaltais/kohya_ss",
