@@ -61,6 +61,10 @@ SHARED_FLAGS: dict[str, dict[str, Any]] = {
     "--detector": {"dest": "faces.detector", "help": "face detector ([faces] detector)"},
     "--judge": {"dest": "faces.judge", "help": "recognition net that scores identity ([faces] judge)"},
     "--donor-face": {"dest": "faces.donor_face", "help": "which face in a photo is the donor's ([faces] donor_face)"},
+    "--gpus": {"dest": "kohya.num_processes", "type": int, "metavar": "N",
+               "help": "train on N GPUs: accelerate launch --multi_gpu --num_processes N ([kohya] num_processes)"},
+    "--model-family": {"dest": "kohya.model_family",
+                       "help": "sd15 or sdxl; auto tells it from the base model ([kohya] model_family)"},
 }
 
 

@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "source photos, and write OUT/samples/grid.png and OUT/samples/report.json.",
     )
     p.add_argument("out", type=Path, metavar="OUT", help="run folder (the one holding model/ and sample_prompts.txt)")
-    add_shared_flags(p, "--base-model")
+    add_shared_flags(p, "--base-model", "--model-family")
     p.add_argument("--lora", type=Path, nargs="+", default=None, metavar="FILE",
                    help="LoRA files to sample, in this order (default: every file in OUT/model/)")
     add_shared_flags(p, "--source")

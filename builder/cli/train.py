@@ -1,4 +1,4 @@
-"""``launch.py train OUT``: train the LoRA with sd-scripts' train_network.py.
+"""``launch.py train OUT``: train the LoRA with sd-scripts' train_network.py (SDXL: sdxl_train_network.py).
 
 The kohya files (both TOMLs, sample prompts, GUI JSON) are written from ``OUT/img`` and
 the config when ``OUT/config.toml`` is missing, when ``--write-configs`` is given, or when
@@ -23,7 +23,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("out", type=Path, help="run folder (holds img/, config.toml, ...)")
-    add_shared_flags(p, "--sd-scripts", "--base-model")
+    add_shared_flags(p, "--sd-scripts", "--base-model", "--model-family", "--gpus")
+    config_flag(p, "--gpu-ids", dest="kohya.gpu_ids", metavar="IDS",
+                help="which GPUs, e.g. 0,1 (accelerate --gpu_ids; as many as --gpus)")
     config_flag(p, "--accelerate", dest="kohya.accelerate", metavar="EXE",
                    help="accelerate executable (default: sd-scripts' venv, PATH, this Python's)")
     config_flag(p, "--preset", dest="kohya.preset",
