@@ -204,8 +204,11 @@ def choose_repeats(
             f"({target_steps}) and kohya.num_processes ({processes}) must all be at least 1"
         )
     ideal = target_steps * batch_size * processes / (images * epochs * (2 if with_reg else 1))
-    candidates = {max(1, math.floor(ideal)), max(1, math.ceil(ideal))}
-    plans = [StepPlan(images, r, epochs, batch_size, with_reg, target_steps, processes) for r in sorted(candidates)]
+    # Steps per epoch round up twice (batches, then their share per GPU), so a run of repeat
+    # counts up to batch_size * processes long gives one step count: search that far below.
+    low = max(1, math.floor(ideal) - batch_size * processes)
+    plans = [StepPlan(images, r, epochs, batch_size, with_reg, target_steps, processes)
+             for r in range(low, max(low, math.ceil(ideal)) + 1)]
     return min(plans, key=lambda p: (abs(p.total_steps - target_steps), p.repeats))
 
 
