@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from builder.errors import ConfigError
 
+DEFAULT_BASE_MODEL = "epicrealism"  # registry name: the brief's realistic SD 1.5 fine-tune
+
 
 @dataclass
 class PathsConfig:
@@ -28,7 +30,12 @@ class PathsConfig:
     out: str = ""  # run folder: img/, reg/, model/, log/, manifest, TOMLs
     reg: str = ""  # optional folder of regularisation images
     sd_scripts: str = ""  # kohya sd-scripts checkout
-    base_model: str = ""  # SD 1.5-family .safetensors/.ckpt file or diffusers folder
+    # Base model (builder.base_model): a .safetensors/.ckpt file or diffusers folder, a registry
+    # name (`launch.py weights`), a Hugging Face repo id owner/name[@revision][:file], civitai:<versionId>
+    # or a civitai download URL, or any https URL. Empty: DEFAULT_BASE_MODEL, or with
+    # --random-weights a generated random-weight SD 1.5.
+    base_model: str = ""
+    base_model_sha256: str = ""  # expected sha256 of a base model given as an https URL (optional)
 
 
 @dataclass
