@@ -15,6 +15,7 @@ import struct
 from pathlib import Path
 from typing import Literal
 
+from builder import weights as W
 from builder.errors import BuilderError, ConfigError
 
 Family = Literal["sd15", "sdxl"]
@@ -84,15 +85,27 @@ def detect_family(path: str | Path) -> Family | None:
     return None
 
 
+def registry_family(spec: str) -> Family | None:
+    """The family of a base model given by registry name (builder.weights), before it is fetched."""
+    entry = W.REGISTRY.get(spec)
+    return entry.family if entry is not None and entry.family in FAMILIES else None  # type: ignore[return-value]
+
+
 def resolve_family(setting: str, base_model: str | Path | None) -> Family:
     """``kohya.model_family`` made definite: "auto" is told from the base model, else SD 1.5.
+
+    ``base_model``: a path, or a registry name (its entry's family).
 
     A flag that contradicts what the checkpoint's keys say is refused: sd-scripts would
     fail only after loading several GB, with a shape error.
     """
     if setting not in (*FAMILIES, "auto"):
         raise ConfigError(f"kohya.model_family = {setting!r}: choose auto, sd15 or sdxl")
-    found = detect_family(base_model) if base_model and Path(base_model).expanduser().exists() else None
+    found = None
+    if base_model and Path(base_model).expanduser().exists():
+        found = detect_family(base_model)
+    elif base_model:
+        found = registry_family(str(base_model))
     if setting == "auto":
         return found or "sd15"
     if found is not None and found != setting:

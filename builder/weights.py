@@ -191,6 +191,25 @@ _SPECS = [
         "CreativeML Open RAIL-M", "Realistic Vision V5.1 (VAE baked in), SD 1.5 photo fine-tune",
         subdir="sd", optional=True, family="sd15",
     ),
+    # ---- SDXL base models (builder.model_family: "sdxl") ----
+    # SDXL base 1.0 in its SGM single-file layout. sha256 31e35c80... and 6,938,078,334 B:
+    # the hub's LFS record, repeated by several independent manifests pinning this file.
+    WeightSpec(
+        "sdxl_base", "sd_xl_base_1.0.safetensors",
+        "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors",
+        6_938_078_334, "31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b",
+        "CreativeML Open RAIL++-M", "Stable Diffusion XL base 1.0 (train, sample)",
+        subdir="sdxl", optional=True, family="sdxl",
+    ),
+    # RealVisXL V4.0, the photo fine-tune PhotoMaker's README recommends as its SDXL base.
+    # No size or sha256 could be read here (the hub's LFS record was not reachable): unverified.
+    WeightSpec(
+        "realvisxl_v4", "RealVisXL_V4.0.safetensors",
+        "https://huggingface.co/SG161222/RealVisXL_V4.0/resolve/main/RealVisXL_V4.0.safetensors",
+        None, None, "CreativeML Open RAIL++-M (SDXL's; model card: openrail++)",
+        "RealVisXL V4.0, SDXL photo fine-tune (PhotoMaker's recommended base)",
+        subdir="sdxl", optional=True, family="sdxl",
+    ),
 ]
 REGISTRY: dict[str, WeightSpec] = {s.name: s for s in _SPECS}
 

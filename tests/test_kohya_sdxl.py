@@ -77,6 +77,11 @@ def test_family_of_diffusers_folders_and_a_contradicting_flag(tmp_path: Path) ->
         resolve_family("sd15", xl)
     with pytest.raises(ConfigError, match=r"model_family = 'sd3'"):
         resolve_family("sd3", xl)
+    # Registry names say their family before anything is downloaded.
+    assert resolve_family("auto", "sdxl_base") == resolve_family("auto", "realvisxl_v4") == "sdxl"
+    assert resolve_family("auto", "sd15") == "sd15"
+    with pytest.raises(ConfigError, match=r"base model realvisxl_v4 is SDXL"):
+        resolve_family("sd15", "realvisxl_v4")
 
 
 # --- the SDXL TOMLs ---------------------------------------------------------------------------
