@@ -216,3 +216,21 @@ def test_repeats_count_every_gpu(images, epochs, batch, target, reg, gpus) -> No
     best = min(range(1, 5000), key=lambda r: (abs(steps(r) - target), r))
     assert plan.repeats == best and plan.total_steps == steps(best)
     assert f"effective batch {batch * gpus}" in plan.describe()
+
+
+def test_doctor_lists_every_gpu(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import torch
+
+    from builder.cli import doctor
+
+    props = [SimpleNamespace(name="NVIDIA H200", total_memory=139 * 2**30, major=9, minor=0),
+             SimpleNamespace(name="NVIDIA RTX 4090", total_memory=24 * 2**30, major=8, minor=9)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: props[i])
+    lines = {c.what: (c.status, c.detail) for c in doctor.check_torch()}
+    assert lines["cuda"][1].endswith("2 GPU(s); `train --gpus 2` trains on all of them")
+    assert lines["gpu 0"] == ("OK", "NVIDIA H200, 139.0 GiB, compute capability 9.0")
+    assert lines["gpu 1"] == ("OK", "NVIDIA RTX 4090, 24.0 GiB, compute capability 8.9")
