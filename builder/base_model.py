@@ -134,7 +134,12 @@ def parse_spec(spec: str) -> BaseModelSource:
         return BaseModelSource("local", spec, path=local)
     if spec in W.REGISTRY and W.REGISTRY[spec].family:
         return BaseModelSource("registry", spec, name=spec)
-    if _HF_ID.match(spec) and not spec.startswith((".", "/", "~")):
+    looks_like_path = spec.startswith((".", "/", "~", "\\")) or (
+        ":" not in spec and local.suffix.lower() in SINGLE_FILE_SUFFIXES
+    )
+    if looks_like_path or Path(spec).is_absolute():
+        raise BuilderError(f"base model {local} does not exist (--base-model / [paths] base_model)")
+    if _HF_ID.match(spec):
         rest, _, filename = spec.partition(":")
         repo_id, _, revision = rest.partition("@")
         return BaseModelSource("hf", spec, repo_id=repo_id, revision=revision or None, filename=filename)
@@ -379,7 +384,8 @@ def _check_local(path: Path) -> Path:
     return path
 
 
-def _present(src: BaseModelSource, cfg: Config) -> Path | None:
+def local_copy(src: BaseModelSource, cfg: Config) -> Path | None:
+    """The local file or folder for ``src`` when nothing needs fetching (no network used)."""
     weights_dir = cfg.runtime.weights_dir
     if src.kind == "local":
         assert src.path is not None
@@ -404,7 +410,7 @@ def check_base_model(spec: str, cfg: Config, connect_timeout: float | None = Non
     from builder.fetch import CONNECT_TIMEOUT, HostProbe
 
     src = parse_spec(spec)
-    present = _present(src, cfg)
+    present = local_copy(src, cfg)
     if present is not None:
         return BaseModelCheck(src, present)
     if src.kind == "random":

@@ -162,14 +162,14 @@ def _save_text_encoder(model: torch.nn.Module, s: RandomSDSizes, folder: Path) -
     (folder / "config.json").write_text(json.dumps(_text_config(s), indent=2), encoding="utf-8")
 
 
-def write_random_sd15(folder: Path, bpe: Path, seed: int = 0, sizes: RandomSDSizes = SD15) -> Path:
+def write_random_sd15(folder: Path, bpe: Path, seed: int = 0, sizes: RandomSDSizes | None = None) -> Path:
     """Write the random model as a diffusers folder at ``folder`` (which must not exist).
 
     ``bpe`` is CLIP's BPE file, from which the tokenizer is built offline.
     """
     from builder.caption.clip_tokenizer import write_clip_tokenizer
 
-    folder = Path(folder)
+    folder, sizes = Path(folder), sizes or SD15
     gen = torch.Generator().manual_seed(seed)
     folder.mkdir(parents=True)
     for sub, build in (("unet", _unet), ("vae", _vae)):
@@ -189,7 +189,7 @@ def write_random_sd15(folder: Path, bpe: Path, seed: int = 0, sizes: RandomSDSiz
     return folder
 
 
-def ensure_random_sd15(weights_dir: str = "", seed: int = 0, sizes: RandomSDSizes = SD15) -> Path:
+def ensure_random_sd15(weights_dir: str = "", seed: int = 0, sizes: RandomSDSizes | None = None) -> Path:
     """The cached random SD 1.5 folder for ``seed``, generated (once) if absent."""
     from builder.caption.clip_tokenizer import bpe_file
 
