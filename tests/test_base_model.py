@@ -150,7 +150,15 @@ def test_the_token_is_in_no_output_log_error_or_file(cfg, host, monkeypatch, cap
             B.resolve_base_model(spec, cfg)
         errors += [str(err.value), repr(err.value)]
     assert "refused the API key" in errors[0]
+    # A build-only run writes no base model into the kohya files until it is a local file.
+    from builder.pipeline import ensure_weights
+
+    cfg.runtime.random_weights = True
+    cfg.paths.base_model = f"{host.base}/api/download/models/555?token={TOKEN}"
+    ensure_weights(cfg, ("build", "caption"))
+    assert cfg.paths.base_model == ""
     out = capfd.readouterr()
+    assert "models/555" in out.out + out.err
     written = written_text(Path(cfg.runtime.weights_dir))
     for text in (out.out, out.err, written, *errors):
         assert TOKEN not in text
