@@ -258,15 +258,17 @@ def _fetch_hf(spec: W.WeightSpec, probe: HostProbe) -> Path:
     if err := probe.error(constants.ENDPOINT):
         raise DownloadError(err)
     try:
-        snap = Path(snapshot_download(spec.url, allow_patterns=W.HF_ALLOW))
-        if not any((snap / w).is_file() for w in W.HF_WEIGHT_FILES):
+        # A repo with named members (the WD14 taggers' ONNX and tag list) gets only those.
+        snap = Path(snapshot_download(spec.url, allow_patterns=list(spec.members) or W.HF_ALLOW))
+        if not spec.members and not any((snap / w).is_file() for w in W.HF_WEIGHT_FILES):
             # Older repos have only the pickle; fetch it rather than every format there.
             hf_hub_download(spec.url, "pytorch_model.bin")
     except Exception as exc:  # the hub raises many types (HTTP, offline, validation)
         raise DownloadError(f"{spec.url}: {type(exc).__name__}: {exc}") from None
     found = W.hf_snapshot(spec)
     if found is None:
-        raise DownloadError(f"{spec.url}: the hub snapshot has no config.json and weights")
+        wanted = ", ".join(spec.members) or "config.json and weights"
+        raise DownloadError(f"{spec.url}: the hub snapshot has no {wanted}")
     return found
 
 

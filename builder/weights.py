@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from builder.config import Config
 
 ENV_VAR = "LORA_BUILDER_WEIGHTS"
+# The CLIP tokenizer kohya trains SD 1.5 with. Here, below both the caption package and the
+# registry's users, so that imports run one way (caption -> weights, never back).
+CLIP_REPO_ID = "openai/clip-vit-large-patch14"
 VERIFIED_FILE = ".verified.json"
 
 
@@ -44,7 +47,7 @@ class WeightSpec:
     purpose: str
     kind: str = "file"  # file | zip | hf
     subdir: str = ""  # folder inside the cache
-    members: tuple[str, ...] = ()  # zip: the .onnx files a usable pack must hold
+    members: tuple[str, ...] = ()  # zip: the .onnx files a usable pack must hold; hf: the only files fetched
     optional: bool = False  # not fetched unless named (or --all)
 
 
@@ -144,6 +147,35 @@ _SPECS = [
         "Salesforce/blip-image-captioning-base", None, None,
         "BSD-3-Clause (Salesforce BLIP)", "BLIP captioner, base", kind="hf", optional=True,
     ),
+    # ---- captions: WD14 taggers and Florence-2 ----
+    # SmilingWolf's v3 taggers (apache-2.0): only model.onnx and selected_tags.csv are fetched,
+    # not the timm safetensors beside them. Florence-2 in transformers' native format (MIT):
+    # the florence-community conversions, which need no trust_remote_code. Sizes not pinned
+    # (hub repos; the hub checks each file's LFS sha256 as it downloads).
+    WeightSpec(
+        "wd14_swinv2", "SmilingWolf/wd-swinv2-tagger-v3", "SmilingWolf/wd-swinv2-tagger-v3", None, None,
+        "Apache-2.0 (SmilingWolf)", "WD14 v3 tagger, SwinV2 (caption.wd14_model default)", kind="hf",
+        members=("model.onnx", "selected_tags.csv"), optional=True,
+    ),
+    WeightSpec(
+        "wd14_eva02_large", "SmilingWolf/wd-eva02-large-tagger-v3", "SmilingWolf/wd-eva02-large-tagger-v3",
+        None, None, "Apache-2.0 (SmilingWolf)", "WD14 v3 tagger, EVA02-Large", kind="hf",
+        members=("model.onnx", "selected_tags.csv"), optional=True,
+    ),
+    WeightSpec(
+        "wd14_vit", "SmilingWolf/wd-vit-tagger-v3", "SmilingWolf/wd-vit-tagger-v3", None, None,
+        "Apache-2.0 (SmilingWolf)", "WD14 v3 tagger, ViT", kind="hf",
+        members=("model.onnx", "selected_tags.csv"), optional=True,
+    ),
+    WeightSpec(
+        "florence2_large", "florence-community/Florence-2-large", "florence-community/Florence-2-large",
+        None, None, "MIT (microsoft/Florence-2)", "Florence-2 large captioner, 0.77B (caption.florence2_model default)",
+        kind="hf", optional=True,
+    ),
+    WeightSpec(
+        "florence2_base", "florence-community/Florence-2-base", "florence-community/Florence-2-base",
+        None, None, "MIT (microsoft/Florence-2)", "Florence-2 base captioner, 0.23B", kind="hf", optional=True,
+    ),
     # CLIP's BPE merges: the CLIP tokenizer (caption token counts, sd-scripts' tokenizer_cache_dir)
     # is built from it offline (builder.caption.clip_tokenizer). sha256 924691ac...: keras-cv's
     # SimpleTokenizer pins this openai/CLIP URL with it; size 1,356,917 B from a manifest pinning
@@ -228,7 +260,7 @@ def pack_folder(spec: WeightSpec, folder: Path) -> Path | None:
 
 
 def hf_snapshot(spec: WeightSpec) -> Path | None:
-    """The cached snapshot folder of a hub repo that holds a config and weights, or None."""
+    """The cached snapshot folder of a hub repo that holds its members (else a config and weights), or None."""
     repo = hf_cache_dir() / ("models--" + spec.url.replace("/", "--"))
     ref = repo / "refs" / "main"
     candidates = []
@@ -238,7 +270,10 @@ def hf_snapshot(spec: WeightSpec) -> Path | None:
     if snapshots.is_dir():
         candidates += sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
     for snap in candidates:
-        if (snap / "config.json").is_file() and any((snap / w).is_file() for w in HF_WEIGHT_FILES):
+        if spec.members:
+            if all((snap / m).is_file() for m in spec.members):
+                return snap
+        elif (snap / "config.json").is_file() and any((snap / w).is_file() for w in HF_WEIGHT_FILES):
             return snap
     return None
 
@@ -384,8 +419,6 @@ def _partial_note(spec: WeightSpec, weights_dir: str) -> str:
 
 def clip_bpe_needed(cfg: Config) -> bool:
     """The CLIP tokenizer is built from clip_bpe unless both its users are given a folder."""
-    from builder.caption.clip_tokenizer import CLIP_REPO_ID
-
     return cfg.caption.clip_tokenizer == CLIP_REPO_ID or not cfg.kohya.tokenizer_cache_dir
 
 
@@ -415,10 +448,17 @@ def needed_for(cfg: Config) -> list[str]:
         out.append("gfpgan_v1.4")
     if cfg.swap.needs_parser:
         out.append(f"parsing_{cfg.swap.parser}")
-    if cfg.caption.backend == "blip":
-        # caption.model is a registry name, a hub repo id or a local folder (nothing to fetch).
-        out += [s.name for s in _SPECS if s.kind == "hf" and cfg.caption.model in (s.name, s.url)]
-    return out + data
+    return out + caption_weights(cfg) + data
+
+
+def caption_weights(cfg: Config) -> list[str]:
+    """The registry entries ``caption.backend`` loads ("blip+wd14": BLIP's and the tagger's).
+
+    Each model key is a registry name, a hub repo id or a local folder (nothing to fetch).
+    """
+    keys = {"blip": cfg.caption.model, "florence2": cfg.caption.florence2_model, "wd14": cfg.caption.wd14_model}
+    models = [keys[part] for part in cfg.caption.backend.split("+") if part in keys]
+    return [s.name for m in models for s in _SPECS if s.kind == "hf" and m in (s.name, s.url)]
 
 
 def resolve_names(names: Iterable[str]) -> list[str]:
