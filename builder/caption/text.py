@@ -34,6 +34,8 @@ DANGLING_WORDS = frozenset(
 _MARK = "\x00"
 _LEAD_WORDS = ("her", "his", "their", "its", "a", "an", "the", "very", "dark", "light", "bright", "deep", "pale",
                "big", "large", "small", "striking", "piercing", "beautiful", "long", "short", "thick", "thin")
+_PREPOSITIONS = ("in", "on", "at", "to", "for", "by", "from", "into", "onto", "near", "under", "over", "behind",
+                 "beside", "next", "against", "while", "wearing", "holding")
 _TAIL_WORDS = (*DANGLING_WORDS, "has", "have", "had", "is", "are", "was", "were", "her", "his", "their", "its")
 _EMPTY_SENTENCE = frozenset(
     ["she", "he", "they", "it", "her", "his", "their", "its", "a", "an", "the", "and", "with",
@@ -158,12 +160,12 @@ def _mend(text: str, capitalised: bool) -> str:
     """Close the gaps that removed phrases (marked) leave in a sentence, then unmark them.
 
     The words before a removed phrase go with it only where the phrase ended a noun
-    phrase (a clause end, a connector or an -ing verb follows): "with a [nose] ring" keeps
-    its "with a".
+    phrase (a clause end, a connector, a preposition or an -ing verb follows): "with a
+    [nose] ring" keeps its "with a".
     """
     mark, lead, tail = re.escape(_MARK), _alt(_LEAD_WORDS), _alt(_TAIL_WORDS)
     connector = r"(?:and|or|with)"
-    ends = rf"(?=\s*(?:[,.;:!?]|$|{connector}(?!\w)|\w{{3,}}ing(?!\w)))"
+    ends = rf"(?=\s*(?:[,.;:!?]|$|(?:{connector}|{_alt(_PREPOSITIONS)}|\w{{3,}}ing)(?!\w)))"
     subs = [
         (rf"\(\s*{mark}\s*\)", _MARK),  # "(anna)"
         (rf"{mark}(?:\s*(?:,|{connector})?\s*{mark})+", _MARK),  # "[blue eyes] and [freckles]"
