@@ -5,7 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-from builder.caption.text import CaptionRules, compose_caption, fit_caption, load_clip_counter, prune_tags, strip_words
+from builder.caption.text import (
+    CaptionRules,
+    compose_caption,
+    fit_caption,
+    load_clip_counter,
+    prune_tags,
+    strip_words,
+)
 from builder.config import HAIR_WORDS, TRAIT_WORDS, Config
 from tests.fixtures.clip import write_clip_tokenizer
 

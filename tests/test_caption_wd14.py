@@ -3,6 +3,7 @@ selected_tags.csv in the real layout (tests/fixtures/captioners.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -105,7 +106,7 @@ def test_bad_tag_lists_and_mismatched_files_are_named(tmp_path: Path, fixed_tagg
     with pytest.raises(CheckpointError, match="lists 9 tags; the two files are not from the same tagger"):
         tagger.tag(photos[:1])
     (folder / wd14.MODEL_FILE).unlink()
-    with pytest.raises(MissingWeightError, match=f"{folder}: the WD14 tagger needs model.onnx"):
+    with pytest.raises(MissingWeightError, match=re.escape(f"{folder}: the WD14 tagger needs model.onnx")):
         wd14.load_wd14(_cfg(folder), torch.device("cpu"))
 
 
@@ -115,7 +116,7 @@ def test_registry_entry_is_the_hub_snapshot_with_both_files(monkeypatch, tmp_pat
 
     monkeypatch.setattr(W, "hf_cache_dir", lambda: tmp_path / "hub")
     cfg = Config()
-    with pytest.raises(MissingWeightError, match="launch.py weights --fetch wd14_swinv2"):
+    with pytest.raises(MissingWeightError, match=r"launch\.py weights --fetch wd14_swinv2"):
         wd14.load_wd14(cfg, torch.device("cpu"))
     calls = []
     repo = tmp_path / "hub" / "models--SmilingWolf--wd-swinv2-tagger-v3"
