@@ -57,6 +57,16 @@ def test_hair_is_pruned_only_when_not_described() -> None:
     text = "The image shows a young woman with blonde hair and blue eyes smiling at the camera."
     assert strip_words(text, described.removed) == "The image shows a young woman with blonde hair smiling at the camera."
     assert strip_words(text, rules.removed) == "The image shows a young woman smiling at the camera."
+    text = "She is wearing a red coat and a black scarf, and she has long brown hair."
+    assert strip_words(text, rules.removed) == "She is wearing a red coat and a black scarf."
+
+
+def test_a_sentence_loses_its_full_stop_before_the_tags() -> None:
+    rules = CaptionRules()
+    assert compose_caption("ohwx", "woman", "She smiles. She waves.", rules, ["1girl"]) == (
+        "ohwx, woman, She smiles. She waves, 1girl"
+    )
+    assert compose_caption("ohwx", "woman", "She smiles.", rules) == "ohwx, woman, She smiles."
 
 
 def test_tags_with_a_trait_are_dropped_whole() -> None:

@@ -36,7 +36,8 @@ _LEAD_WORDS = ("her", "his", "their", "its", "a", "an", "the", "very", "dark", "
                "big", "large", "small", "striking", "piercing", "beautiful", "long", "short", "thick", "thin")
 _PREPOSITIONS = ("in", "on", "at", "to", "for", "by", "from", "into", "onto", "near", "under", "over", "behind",
                  "beside", "next", "against", "while", "wearing", "holding")
-_TAIL_WORDS = (*DANGLING_WORDS, "has", "have", "had", "is", "are", "was", "were", "her", "his", "their", "its")
+_TAIL_WORDS = (*DANGLING_WORDS, "has", "have", "had", "is", "are", "was", "were", "her", "his", "their", "its",
+               "she", "he", "they", "it")
 _EMPTY_SENTENCE = frozenset(
     ["she", "he", "they", "it", "her", "his", "their", "its", "a", "an", "the", "and", "with",
      "woman", "man", "person", "girl", "boy", "lady", "has", "is"]
@@ -153,6 +154,7 @@ def tidy(text: str) -> str:
     text = re.sub(r"\s+", " ", text)
     text = re.sub(r"\s+([,.;:!?])", r"\1", text)
     text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)
+    text = re.sub(r"[,;:]+\s*([.!?])", r"\1", text)
     return text.strip(" ,;:").strip()
 
 
@@ -181,7 +183,7 @@ def _mend(text: str, capitalised: bool) -> str:
     sentences = re.split(r"(?<=[.!?])\s+", text)
     if len(sentences) > 1:  # a sentence left with nothing to say goes; a lone fragment stays
         sentences = [s for s in sentences if _MARK not in s or not _empty_sentence(s)]
-    sentences = [tidy(s.replace(_MARK, " ")) for s in sentences]
+    sentences = [tidy(s.replace(_MARK, " ")) for s in sentences if re.search(r"\w", s)]
     if capitalised:
         sentences = [s[:1].upper() + s[1:] for s in sentences]
     return " ".join(s for s in sentences if s)
@@ -224,10 +226,13 @@ def compose_caption(
     values = {
         "trigger": trigger.strip(),
         "class": class_word.strip(),
-        "caption": caption.strip(),
+        "caption": caption.strip(),  # a sentence's full stop goes where another part follows
         "tags": rules.separator.join(t.strip() for t in (rules.extra_tags if tags is None else tags) if t.strip()),
     }
-    return rules.separator.join(values[p] for p in rules.order if values[p])
+    parts = [p for p in rules.order if values[p]]
+    if "caption" in parts[:-1]:
+        values["caption"] = values["caption"].removesuffix(".")
+    return rules.separator.join(values[p] for p in parts)
 
 
 def _trim_words(words: list[str], keep: int) -> str:
