@@ -20,7 +20,7 @@ from builder.caption.hub import from_pretrained
 from builder.config import Config
 from builder.console import console, random_weights_banner
 from builder.device import model_dtype
-from builder.errors import BuilderError, CheckpointError
+from builder.errors import BuilderError, CheckpointError, ConfigError
 from builder.models.checkpoint import randomize
 
 FLORENCE2_MODELS = {
@@ -149,7 +149,7 @@ def load_florence2(cfg: Config, device: torch.device) -> Florence2Captioner:
 
     c = cfg.caption
     if c.florence2_max_new_tokens < 1:
-        raise BuilderError(f"caption.florence2_max_new_tokens = {c.florence2_max_new_tokens}: must be at least 1")
+        raise ConfigError(f"caption.florence2_max_new_tokens = {c.florence2_max_new_tokens}: must be at least 1")
     settings = GenerationSettings.from_config(cfg)
     source, name = repo_id(c.florence2_model)
     hint = _fetch_hint(source, name)
