@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from builder.errors import BuilderError, MissingWeightError
 
 if TYPE_CHECKING:
-    from builder.config import Config
+    pass
 
 ENV_VAR = "LORA_BUILDER_WEIGHTS"
 # The CLIP tokenizer kohya trains SD 1.5 with. Here, below both the caption package and the
@@ -415,50 +415,6 @@ def _partial_note(spec: WeightSpec, weights_dir: str) -> str:
     if part.is_file():
         return f"{part.stat().st_size / 1e6:.1f} MB downloaded, --fetch resumes"
     return ""
-
-
-def clip_bpe_needed(cfg: Config) -> bool:
-    """The CLIP tokenizer is built from clip_bpe unless both its users are given a folder."""
-    return cfg.caption.clip_tokenizer == CLIP_REPO_ID or not cfg.kohya.tokenizer_cache_dir
-
-
-def needed_for(cfg: Config) -> list[str]:
-    """Registry names the given configuration will load.
-
-    Random weights load no model, but the CLIP tokenizer is data, not weights: a
-    random-weight run still counts caption tokens with the real one.
-    """
-    tokenizer = ["clip_bpe"] if clip_bpe_needed(cfg) else []
-    # Training and sampling fall back to the registry's SD 1.5 when no base model is given;
-    # it is the user's model, not ours, so random weights do not replace it.
-    data = tokenizer + ([] if cfg.paths.base_model else ["sd15_base"])
-    if cfg.runtime.random_weights:
-        return data
-    names = {
-        "G_unet_1block": "ghost_unet_1block",
-        "G_unet_2blocks": "ghost_unet_2blocks",
-        "G_unet_3blocks": "ghost_unet_3blocks",
-    }
-    out = [names[cfg.swap.generator], "ghost_arcface"]
-    if cfg.faces.detector == "insightface" or cfg.faces.judge == "insightface":
-        out.append(cfg.faces.insightface_pack)
-    if cfg.swap.restorer == "codeformer":
-        out.append("codeformer")
-    elif cfg.swap.restorer == "gfpgan":
-        out.append("gfpgan_v1.4")
-    if cfg.swap.needs_parser:
-        out.append(f"parsing_{cfg.swap.parser}")
-    return out + caption_weights(cfg) + data
-
-
-def caption_weights(cfg: Config) -> list[str]:
-    """The registry entries ``caption.backend`` loads ("blip+wd14": BLIP's and the tagger's).
-
-    Each model key is a registry name, a hub repo id or a local folder (nothing to fetch).
-    """
-    keys = {"blip": cfg.caption.model, "florence2": cfg.caption.florence2_model, "wd14": cfg.caption.wd14_model}
-    models = [keys[part] for part in cfg.caption.backend.split("+") if part in keys]
-    return [s.name for m in models for s in _SPECS if s.kind == "hf" and m in (s.name, s.url)]
 
 
 def resolve_names(names: Iterable[str]) -> list[str]:

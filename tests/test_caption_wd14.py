@@ -17,6 +17,7 @@ from builder.caption import wd14
 from builder.caption.base import load_captioner
 from builder.config import Config
 from builder.errors import CheckpointError, MissingWeightError
+from builder.needs import needed_for
 from tests.fixtures.captioners import GENERAL, RATINGS, write_tags_csv, write_wd14
 
 # SCORES in the fixture, most confident first, thresholds 0.35 / 0.85, ratings dropped,
@@ -150,13 +151,13 @@ def test_random_weights_tag_with_placeholders_repeatably(monkeypatch, tmp_path: 
 def test_needed_for_lists_each_part_of_a_combined_backend() -> None:
     cfg = Config()
     cfg.caption.backend = "blip+wd14"
-    assert {"blip_large", "wd14_swinv2"} <= set(W.needed_for(cfg))
+    assert {"blip_large", "wd14_swinv2"} <= set(needed_for(cfg))
     cfg.caption.backend, cfg.caption.florence2_model = "florence2+wd14", "florence2_base"
     cfg.caption.wd14_model = "SmilingWolf/wd-eva02-large-tagger-v3"
-    needed = set(W.needed_for(cfg))
+    needed = set(needed_for(cfg))
     assert {"florence2_base", "wd14_eva02_large"} <= needed and "blip_large" not in needed
     cfg.caption.backend, cfg.caption.wd14_model = "wd14", "/my/tagger"  # a local folder: nothing to fetch
-    assert not {n for n in W.needed_for(cfg) if n.startswith(("wd14", "florence2", "blip"))}
+    assert not {n for n in needed_for(cfg) if n.startswith(("wd14", "florence2", "blip"))}
 
 
 def test_backend_names_pick_sentence_and_tagger(fixed_tagger, photos, monkeypatch) -> None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from builder import weights as W
 from builder.config import Config
 from builder.errors import ConfigError
 from builder.registry import pick
@@ -123,6 +124,20 @@ BACKENDS: dict[str, tuple[str | None, str | None]] = {
     "florence2+wd14": ("florence2", "wd14"),
     "none": (None, None),
 }
+
+
+# The caption key naming each part's model: a registry name, a hub repo id or a local folder.
+MODEL_KEYS = {"blip": "model", "florence2": "florence2_model", "wd14": "wd14_model"}
+
+
+def weights(cfg: Config) -> list[str]:
+    """The registry entries ``caption.backend`` loads (BLIP's and the tagger's for "blip+wd14").
+
+    A repo id or folder that is no registry entry has nothing to fetch ahead.
+    """
+    models = [getattr(cfg.caption, MODEL_KEYS[p]) for p in pick(BACKENDS, cfg.caption.backend, "caption.backend")
+              if p in MODEL_KEYS]
+    return [s.name for m in models for s in W.REGISTRY.values() if s.kind == "hf" and m in (s.name, s.url)]
 
 
 def load_captioner(cfg: Config, device: torch.device) -> CaptionBackend:
