@@ -178,3 +178,12 @@ class _Sentence:
 
     def caption(self, images):
         return ["a woman on a beach" for _ in images]
+
+
+def test_the_config_offers_exactly_the_registered_backends() -> None:
+    import typing
+
+    from builder.caption import base
+    from builder.config import CaptionConfig
+
+    assert set(typing.get_args(typing.get_type_hints(CaptionConfig)["backend"])) == set(base.BACKENDS)
