@@ -34,6 +34,7 @@ def test_templates_are_the_facts():
         np.testing.assert_array_equal(align.FACEFUSION_TEMPLATES[name], np.array(points))
 
 
+@pytest.mark.filterwarnings("ignore:`estimate` is deprecated:FutureWarning")  # insightface's own call
 def test_arcface_128_is_insightface_norm_crop2_template_at_128():
     # INSwapper crops with norm_crop2(img, kps, 128): landmarks already on FaceFusion's template
     # need no move at all (insightface keeps arcface_dst in float32: 4e-6 px of rounding)...
