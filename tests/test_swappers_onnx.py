@@ -277,3 +277,9 @@ def test_random_weights_need_no_files(tmp_path):
         assert swapper.swap(np.zeros((1, swapper.crop_size, swapper.crop_size, 3), np.uint8),
                             swapper.identity(np.ones((1, EMBEDDING_SIZE), np.float32))).shape[0] == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_swappers_loaded_together_share_one_recognizer(cache):
+    cfg = _cfg(cache)
+    a, b = inswapper.load(cfg, CPU), hyperswap.load(cfg, CPU, "hyperswap_1b_256")
+    assert a.recognizer is b.recognizer

@@ -23,12 +23,12 @@ from builder.swap.swappers import random_onnx
 from builder.swap.swappers.onnx_common import (
     RECOGNIZER_PACK,
     OnnxSwapper,
-    Recognizer,
     batch_size,
     check_raw,
     model_files,
     no_options,
     open_session,
+    shared_recognizer,
     swapper_inputs,
 )
 
@@ -54,5 +54,5 @@ def load(cfg: Config, device: torch.device, name: str = "hyperswap_1a_256", **op
         session = open_session(path, device, name, swapper_inputs(CROP_SIZE), (1, 3, CROP_SIZE, CROP_SIZE))
     return HyperSwap(
         name=name, crop_size=CROP_SIZE, template=TEMPLATE, session=session, path=path,
-        recognizer=Recognizer(cfg), mean=MEAN, std=STD, denormalise=True, batch_size=batch_size(session, cfg),
+        recognizer=shared_recognizer(cfg), mean=MEAN, std=STD, denormalise=True, batch_size=batch_size(session, cfg),
     )

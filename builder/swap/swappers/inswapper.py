@@ -34,13 +34,13 @@ from builder.swap.swappers.onnx_common import (
     EMBEDDING_SIZE,
     RECOGNIZER_PACK,
     OnnxSwapper,
-    Recognizer,
     batch_size,
     check_raw,
     model_files,
     no_options,
     open_session,
     read_model,
+    shared_recognizer,
     swapper_inputs,
 )
 
@@ -86,6 +86,6 @@ def load(cfg: Config, device: torch.device, name: str = "inswapper_128", **optio
         emap = read_emap(path)
     return InSwapper(
         name=name, crop_size=CROP_SIZE, template=TEMPLATE, session=session, path=path,
-        recognizer=Recognizer(cfg), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), denormalise=False,
+        recognizer=shared_recognizer(cfg), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), denormalise=False,
         batch_size=batch_size(session, cfg), emap=emap,
     )

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,6 +158,20 @@ class Recognizer:
         if raw.shape != (EMBEDDING_SIZE,):
             raise BuilderError(f"{self.model.model_file}: gives {raw.size} numbers, not a {EMBEDDING_SIZE}-d embedding")
         return raw
+
+
+_RECOGNIZERS: weakref.WeakValueDictionary[tuple[str, bool, int, str], Recognizer] = weakref.WeakValueDictionary()
+
+
+def shared_recognizer(cfg: Config) -> Recognizer:
+    """One recognizer for all the swappers loaded together (``swap.swapper = "best"`` loads
+    several), freed with the last of them."""
+    key = (str(weights.cache_dir(cfg.runtime.weights_dir)), cfg.runtime.random_weights, cfg.runtime.seed,
+           cfg.runtime.device)  # fmt: skip
+    recognizer = _RECOGNIZERS.get(key)
+    if recognizer is None:
+        recognizer = _RECOGNIZERS[key] = Recognizer(cfg)
+    return recognizer
 
 
 def to_blob(crops: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:

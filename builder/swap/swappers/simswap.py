@@ -30,12 +30,12 @@ from builder.swap.swappers.onnx_common import (
     RECOGNIZER_PACK,
     OnnxSwapper,
     Port,
-    Recognizer,
     batch_size,
     check_raw,
     model_files,
     no_options,
     open_session,
+    shared_recognizer,
     swapper_inputs,
 )
 
@@ -73,6 +73,6 @@ def load(cfg: Config, device: torch.device, name: str = "simswap_256", **options
         )
     return SimSwap(
         name=name, crop_size=CROP_SIZE, template=TEMPLATE, session=session, path=path,
-        recognizer=Recognizer(cfg), mean=IMAGENET_MEAN, std=IMAGENET_STD, denormalise=False,
+        recognizer=shared_recognizer(cfg), mean=IMAGENET_MEAN, std=IMAGENET_STD, denormalise=False,
         batch_size=batch_size(session, cfg), converter=converter,
     )
