@@ -3,6 +3,8 @@ the photo keeps its size, pixels outside the paste mask are untouched, the face 
 
 from __future__ import annotations
 
+import typing
+
 import numpy as np
 import pytest
 
@@ -45,8 +47,10 @@ def _touched(job: FaceJob, m_ffhq: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return align.paste_back(np.zeros(job.image.shape[:2], np.uint8), crop, m_ffhq, mask) > 0
 
 
-def test_every_onnx_swapper_is_registered():
+def test_every_onnx_swapper_is_registered_and_configurable():
     assert set(ONNX_SWAPPERS) <= set(swappers.BACKENDS)
+    hint = typing.get_type_hints(SwapConfig)["swapper"]
+    assert set(typing.get_args(hint)) == {*swappers.BACKENDS, swappers.BEST}
 
 
 @pytest.mark.parametrize("name", ONNX_SWAPPERS)
