@@ -4,9 +4,9 @@ A file downloads into ``<file>.part`` beside its final place; an interrupted dow
 resumes from there with an HTTP Range request. Only a file whose size and sha256 match
 the registry (and its CRC32, where one is published) is moved to its final name (one
 ``os.replace``), so a file under its final name is always complete. A file with mirrors is
-tried at each URL in turn until one verifies. Each host is probed with a short connect timeout first, so a
-machine without network fails in seconds with a message that says, for every missing
-file, its URL and the exact path to put it by hand.
+tried at each URL in turn until one verifies. Each host is probed with a short connect
+timeout first, so a machine without network fails in seconds with a message that says, for
+every missing file, its URL and the exact path to put it by hand.
 """
 
 from __future__ import annotations
