@@ -63,7 +63,9 @@ class FacesConfig:
 class SwapConfig:
     # "best": every swap.swapper_candidates runs on each face, the judge keeps the one that
     # best carries the source identity (README, build)
-    swapper: Literal["ghost", "best"] = "ghost"
+    swapper: Literal[
+        "ghost", "inswapper_128", "hyperswap_1a_256", "hyperswap_1b_256", "hyperswap_1c_256", "simswap_256", "best"
+    ] = "ghost"
     swapper_candidates: list[str] = field(default_factory=lambda: ["ghost"])
     generator: Literal["G_unet_1block", "G_unet_2blocks", "G_unet_3blocks"] = "G_unet_2blocks"  # GHOST's
     mouth: bool = True
