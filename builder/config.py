@@ -66,7 +66,9 @@ class SwapConfig:
     swapper: Literal[
         "ghost", "inswapper_128", "hyperswap_1a_256", "hyperswap_1b_256", "hyperswap_1c_256", "simswap_256", "best"
     ] = "ghost"
-    swapper_candidates: list[str] = field(default_factory=lambda: ["ghost"])
+    swapper_candidates: list[str] = field(
+        default_factory=lambda: ["ghost", "inswapper_128", "hyperswap_1a_256", "simswap_256"]
+    )
     generator: Literal["G_unet_1block", "G_unet_2blocks", "G_unet_3blocks"] = "G_unet_2blocks"  # GHOST's
     mouth: bool = True
     mouth_dilate: int = 9  # px in the 512 crop
