@@ -134,6 +134,17 @@ _SPECS = [
         348_632_874, "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
         "Apache-2.0 (TencentARC/GFPGAN)", "GFPGAN v1.4 face restorer", subdir="gfpgan",
     ),
+    # ---- GPEN ----
+    # URL: yangxy/GPEN README (2c73670), the file face_model/face_gan.py loads as a raw state
+    # dict. No published size or sha256 found (the mirrors seen list only the URL): unknown.
+    # Licence: the repo has no LICENSE file and its README withholds its best model "due to
+    # commercial issues"; FaceFusion lists this model as Non-Commercial.
+    WeightSpec(
+        "gpen_bfr_512", "GPEN-BFR-512.pth",
+        "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-512.pth",
+        None, None, "non-commercial (yangxy/GPEN: no licence file; FaceFusion: Non-Commercial)",
+        "GPEN-BFR-512 face restorer", subdir="gpen",
+    ),
     # URLs: facexlib/parsing/__init__.py. sha256: the AUR python-facexlib PKGBUILD (which
     # pairs each release URL with its sha256); sizes: a model-info manifest listing those hashes.
     WeightSpec(
