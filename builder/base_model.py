@@ -189,23 +189,31 @@ def _civitai_index(version: str, weights_dir: str) -> Path:
     return W.cache_dir(weights_dir) / CACHE_SUBDIR / "civitai" / f"{version}.json"
 
 
+def civitai_manual_folder(version: str, weights_dir: str) -> Path:
+    """Where a file downloaded by hand for this version is picked up."""
+    return W.cache_dir(weights_dir) / CACHE_SUBDIR / "civitai" / version
+
+
 def _civitai_cached(version: str, weights_dir: str) -> Path | None:
-    """The file a previous run downloaded and verified for this version (no network needed)."""
+    """The file a previous run downloaded and verified for this version, or one put there by hand."""
     try:
         rec = json.loads(_civitai_index(version, weights_dir).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    path = W.cache_dir(weights_dir) / CACHE_SUBDIR / "civitai" / rec.get("sha256", "") / rec.get("file", "")
-    return path if rec.get("file") and path.is_file() else None
+        path = W.cache_dir(weights_dir) / CACHE_SUBDIR / "civitai" / rec["sha256"] / rec["file"]
+        if path.is_file():
+            return path
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    manual = civitai_manual_folder(version, weights_dir)
+    files = [p for p in manual.iterdir() if p.suffix.lower() in SINGLE_FILE_SUFFIXES] if manual.is_dir() else []
+    return files[0] if len(files) == 1 else None
 
 
 def _civitai_help(version: str, weights_dir: str, why: str) -> str:
-    folder = W.cache_dir(weights_dir) / CACHE_SUBDIR / "civitai"
     return (
         f"civitai model version {version}: {why}. Either set {CIVITAI_TOKEN_ENV} to a civitai API key "
         "(civitai.com > account settings > API keys; it is sent as a header and never written "
         f"anywhere), or download {_civitai_page(version)} by hand and pass its path with "
-        f"--base-model (or put it in {folder}/)"
+        f"--base-model, or put it in {civitai_manual_folder(version, weights_dir)}/"
     )
 
 
@@ -218,13 +226,13 @@ def _pick_file(meta: dict, version: str) -> dict:
     return (primary or models)[0]
 
 
-def _fetch_civitai(src: BaseModelSource, weights_dir: str) -> tuple[Path, str]:
+def _fetch_civitai(src: BaseModelSource, weights_dir: str) -> tuple[Path, str | None]:
     from builder.fetch import DownloadError, byte_progress, download_named, get_json
 
     version = src.version_id
     cached = _civitai_cached(version, weights_dir)
     if cached is not None:
-        return cached, cached.parent.name
+        return cached, (cached.parent.name if cached.parent.name != version else None)
     headers = _civitai_headers()
     try:
         meta = get_json(f"{civitai_api()}/api/v1/model-versions/{version}", headers=headers)

@@ -133,7 +133,7 @@ def ensure_weights(cfg: Config, stages: tuple[str, ...]) -> None:
     never stops halfway for a file; offline, the error names each file, its URL and its place.
     Then the base model is made local (downloaded, or generated for --random-weights) and
     ``paths.base_model`` becomes its path, which the kohya files and the sampler read."""
-    from builder.base_model import base_model_spec, resolve_base_model
+    from builder.base_model import base_model_spec, local_copy, parse_spec, resolve_base_model
     from builder.fetch import fetch
 
     missing = missing_weights(cfg, stages)
@@ -144,6 +144,19 @@ def ensure_weights(cfg: Config, stages: tuple[str, ...]) -> None:
         base = resolve_base_model(base_model_spec(cfg), cfg)
         console.print(f"base model: {base.path} ({base.source}{', ' + base.family_hint if base.family_hint else ''})")
         cfg.paths.base_model = str(base.path)
+    elif cfg.paths.base_model:
+        # config.toml names a base model only as a local path: never a URL (which may carry a
+        # token) or a name sd-scripts cannot read; `train` resolves those later. A local path
+        # that is not there yet stays, and `train` reports it.
+        try:
+            src = parse_spec(cfg.paths.base_model)
+        except BuilderError:
+            return
+        if src.kind != "local":
+            local = local_copy(src, cfg)
+            if local is None:
+                console.print(f"base model {src.spec} is not here yet; `train` fetches it")
+            cfg.paths.base_model = str(local or "")
 
 
 def run_stages(cfg: Config, until: str = "sample") -> RunSummary:

@@ -130,6 +130,11 @@ def test_civitai_401_without_a_token_says_to_set_it(cfg, host):
     msg = str(err.value)
     assert "HTTP 401" in msg and "set CIVITAI_TOKEN" in msg
     assert "https://civitai.com/api/download/models/143906" in msg and "--base-model" in msg
+    manual = B.civitai_manual_folder("143906", cfg.runtime.weights_dir)
+    assert str(manual) in msg
+    manual.mkdir(parents=True)
+    (manual / "by_hand.safetensors").write_bytes(host.files["143906"][1])
+    assert B.resolve_base_model("civitai:143906", cfg).path == manual / "by_hand.safetensors"
 
 
 def test_the_token_is_in_no_output_log_error_or_file(cfg, host, monkeypatch, capfd):
@@ -146,7 +151,15 @@ def test_the_token_is_in_no_output_log_error_or_file(cfg, host, monkeypatch, cap
             B.resolve_base_model(spec, cfg)
         errors += [str(err.value), repr(err.value)]
     assert "refused the API key" in errors[0]
+    # A build-only run writes no base model into the kohya files until it is a local file.
+    from builder.pipeline import ensure_weights
+
+    cfg.runtime.random_weights = True
+    cfg.paths.base_model = f"{host.base}/api/download/models/555?token={TOKEN}"
+    ensure_weights(cfg, ("build", "caption"))
+    assert cfg.paths.base_model == ""
     out = capfd.readouterr()
+    assert "models/555" in out.out + out.err
     written = written_text(Path(cfg.runtime.weights_dir))
     for text in (out.out, out.err, written, *errors):
         assert TOKEN not in text
@@ -164,6 +177,22 @@ def test_hugging_face_file_through_the_hub_cache(cfg, host):
     assert len(host.requests) == before
     with pytest.raises(MissingWeightError, match=r"someone/realistic:missing.safetensors: .*by hand"):
         B.resolve_base_model("someone/realistic:missing.safetensors", cfg)
+
+
+def test_hugging_face_diffusers_repo_as_a_folder(cfg, host, tmp_path):
+    folder = write_random_sd15(tmp_path / "rnd", bpe_path(), seed=0, sizes=TINY)
+    for f in folder.rglob("*"):
+        if f.is_file():
+            host.hf_files[f"someone/diffusers/{f.relative_to(folder).as_posix()}"] = f.read_bytes()
+    host.hf_files["someone/diffusers/unet/diffusion_pytorch_model.fp16.bin"] = b"not wanted"
+    got = B.resolve_base_model("someone/diffusers", cfg)
+    assert got.source == "hf" and got.family_hint == "sd15" and (got.path / "model_index.json").is_file()
+    assert (got.path / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == (
+        folder / "unet" / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert not (got.path / "unet" / "diffusion_pytorch_model.fp16.bin").exists()  # only what the pipeline loads
+    host.hf_files["someone/checkpoints/unet/config.json"] = b"{}"  # a repo of single files, not a pipeline
+    with pytest.raises(BuilderError, match=r"no model_index.json .* someone/checkpoints:<file>.safetensors"):
+        B.resolve_base_model("someone/checkpoints", cfg)
 
 
 def test_https_url_resumes_and_checks_the_given_sha256(cfg, host):
@@ -229,3 +258,12 @@ def test_the_random_model_loads_in_diffusers_with_the_weights_written(tmp_path):
     same = load_file(str(again / "unet" / "diffusion_pytorch_model.safetensors"))
     first = load_file(str(folder / "unet" / "diffusion_pytorch_model.safetensors"))
     assert all(torch.equal(first[k], same[k]) for k in first)  # seeded
+
+
+def test_doctor_says_where_the_base_model_will_come_from(cfg):
+    from builder.cli.doctor import check_base_model_source
+
+    c = check_base_model_source(cfg)
+    assert c.status == "MISSING" and c.detail == "epicrealism (registry): not here yet, fetched by the first run that trains or samples"
+    cfg.runtime.random_weights = True
+    assert check_base_model_source(cfg).detail == "random-sd15 (random): not here yet, generated on first use"

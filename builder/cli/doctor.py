@@ -23,6 +23,7 @@ from rich.markup import escape
 from builder import weights as W
 from builder.cli.common import add_shared_flags, build_config
 from builder.config import Config
+from builder.errors import BuilderError
 from builder.needs import needed_for
 
 MIN_PYTHON = (3, 11)
@@ -169,10 +170,24 @@ def check_weights(cfg: Config) -> list[Check]:
         else:
             checks.append(Check("MISSING", f"weight {name}", f"{role}; `weights --fetch {name}` "
                                 f"or put it at {st.path}"))
-    if cfg.paths.base_model:
-        base = Path(cfg.paths.base_model).expanduser()
-        checks.append(Check("OK" if base.exists() else "MISSING", "base model", str(base)))
+    checks.append(check_base_model_source(cfg))
     return checks
+
+
+def check_base_model_source(cfg: Config) -> Check:
+    """The base model train and sample will use: here already, or where it will come from (offline)."""
+    from builder.base_model import base_model_spec, local_copy, parse_spec
+
+    spec = base_model_spec(cfg)
+    try:
+        src = parse_spec(spec)
+        found = local_copy(src, cfg)
+    except BuilderError as exc:
+        return Check("MISSING", "base model", str(exc))
+    if found is not None:
+        return Check("OK", "base model", f"{spec}: {found}")
+    how = "generated on first use" if src.kind == "random" else "fetched by the first run that trains or samples"
+    return Check("MISSING", "base model", f"{spec} ({src.kind}): not here yet, {how}")
 
 
 def check_sd_scripts(cfg: Config) -> list[Check]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from builder.cli.common import add_shared_flags, build_config, config_flag, use_base_model
 from builder.kohya.files import CONFIG_TOML
-from builder.kohya.train import check_sd_scripts, find_accelerate, train_lora
+from builder.kohya.train import check_sd_scripts, find_accelerate, read_config_toml, train_lora
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -40,8 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     given = getattr(args, "paths.base_model", None) is not None
-    if given or args.write_configs or not (Path(args.out) / CONFIG_TOML).is_file():
+    config = Path(args.out) / CONFIG_TOML
+    named = read_config_toml(config).get("pretrained_model_name_or_path", "") if config.is_file() else ""
+    if given or args.write_configs or not named:
         # The trainer first: a missing checkout must not wait behind a base-model download.
         find_accelerate(check_sd_scripts(cfg.paths.sd_scripts), cfg.kohya.accelerate)
         use_base_model(cfg)  # otherwise config.toml names the model, as it was trained on
+        given = True
     return train_lora(args.out, cfg, write_configs=args.write_configs, dry_run=args.dry_run, base_model_given=given)
