@@ -25,14 +25,6 @@ def base_model_names(cfg: Config) -> list[str]:
     return [spec] if spec in W.REGISTRY and W.REGISTRY[spec].family else []
 
 
-def base_model_names(cfg: Config) -> list[str]:
-    """The registry base model train and sample will load, if the configured one is a registry name."""
-    from builder.config import DEFAULT_BASE_MODEL
-
-    spec = cfg.paths.base_model or ("" if cfg.runtime.random_weights else DEFAULT_BASE_MODEL)
-    return [spec] if spec in W.REGISTRY and W.REGISTRY[spec].family else []
-
-
 def needed_for(cfg: Config) -> list[str]:
     """Registry names the given configuration will load.
 
