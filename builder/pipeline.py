@@ -154,13 +154,18 @@ def ensure_sources_weights(cfg: Config) -> None:
     ensure_weights(cfg, ("sources",))
 
 
+def stages_for(cfg: Config, until: str) -> tuple[str, ...]:
+    """The stages up to ``until``; sources only when asked for (run --generate-sources N)."""
+    return tuple(s for s in STAGES[: STAGES.index(until) + 1] if s != "sources" or cfg.sources.generate)
+
+
 def run_stages(cfg: Config, until: str = "sample") -> RunSummary:
     if until not in STAGES:
         raise BuilderError(f"--until {until!r} is not one of {', '.join(STAGES)}")
     if not cfg.paths.out:
         raise BuilderError("no output folder: pass --out DIR (or set [paths] out)")
     run = RunSummary(out=Path(cfg.paths.out))
-    stages = tuple(s for s in STAGES[: STAGES.index(until) + 1] if s != "sources" or cfg.sources.generate)
+    stages = stages_for(cfg, until)
     ensure_weights(cfg, stages)
     for stage in stages:
         console.rule(f"[bold]{stage}")
