@@ -25,9 +25,9 @@ def needed_for(cfg: Config) -> list[str]:
     random-weight run still counts caption tokens with the real one.
     """
     tokenizer = ["clip_bpe"] if clip_bpe_needed(cfg) else []
-    # Training and sampling fall back to the registry's SD 1.5 when no base model is given;
-    # it is the user's model, not ours, so random weights do not replace it.
-    data = tokenizer + ([] if cfg.paths.base_model else ["sd15_base"])
+    # A base model named by registry name (or the default one) is fetched like any weight;
+    # random weights without a base model train on a generated random SD 1.5 instead.
+    data = tokenizer + W.base_model_names(cfg)
     if cfg.runtime.random_weights:
         return data
     out = swappers.weights(cfg)

@@ -164,7 +164,6 @@ def test_the_judge_drops_a_photo_without_a_face_and_one_with_two(tmp_path, sourc
     out = tmp_path / "faces"
     (out / stage.DROPPED).mkdir(parents=True)
     face = load_image(source_photo)
-    h, w = face.shape[:2]
     write_image(out / "001_a.png", face)
     write_image(out / "002_b.png", np.full((256, 256, 3), 128, np.uint8))
     write_image(out / "003_c.png", np.concatenate([face, face], axis=1))

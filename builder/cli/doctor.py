@@ -68,12 +68,22 @@ def check_torch() -> list[Check]:
         return [Check("MISSING", "torch", f"import failed: {exc}", fatal=True)]
     checks = [Check("OK", "torch", torch.__version__)]
     if torch.cuda.is_available():
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        checks.append(Check("OK", "cuda", f"CUDA {torch.version.cuda}: {', '.join(names)}"))
+        count = torch.cuda.device_count()
+        hint = f"; `train --gpus {count}` trains on all of them" if count > 1 else ""
+        checks.append(Check("OK", "cuda", f"CUDA {torch.version.cuda}: {count} GPU(s){hint}"))
+        checks += [gpu_check(i, torch.cuda.get_device_properties(i)) for i in range(count)]
     else:
         built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
         checks.append(Check("WARN", "cuda", f"not available ({built}); everything runs on the CPU, slowly"))
     return checks
+
+
+def gpu_check(index: int, props: object) -> Check:
+    """One line per GPU: the numbers --gpu-ids takes, and what each can hold."""
+    name = getattr(props, "name", "?")
+    memory = getattr(props, "total_memory", 0) / 2**30
+    cc = f"{getattr(props, 'major', '?')}.{getattr(props, 'minor', '?')}"
+    return Check("OK", f"gpu {index}", f"{name}, {memory:.1f} GiB, compute capability {cc}")
 
 
 def check_imports() -> list[Check]:
