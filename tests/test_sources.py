@@ -276,3 +276,15 @@ def test_run_generate_sources_then_build_averages_the_kept_set(tmp_path, data_di
     named = report["used"] + [f[0] for f in report["failed"]]
     assert str(source_photo) in report["used"]
     assert sorted(Path(p).name for p in named if "sources" in p) == sorted(r["file"] for r in records)
+
+
+def test_an_sd15_base_is_refused(tmp_path):
+    from builder.errors import BuilderError
+    from tests.fixtures.tiny_sd import save_tiny_pipeline
+
+    cfg = Config()
+    cfg.sources.base_model = str(save_tiny_pipeline(tmp_path / "tiny-sd15"))
+    with pytest.raises(BuilderError, match="is an SD 1.5 model; PhotoMaker V2 needs an SDXL base"):
+        stage.base_model_path(cfg)
+    cfg.sources.base_model = str(save_tiny_sdxl_pipeline(tmp_path / "tiny-sdxl"))
+    assert stage.base_model_path(cfg) == tmp_path / "tiny-sdxl"

@@ -17,6 +17,7 @@ bytes), so a photo already on disk is never made again. Every run re-judges them
 from __future__ import annotations
 
 import contextlib
+import copy
 import gc
 import hashlib
 import json
@@ -86,14 +87,16 @@ def jobs(cfg: Config, n: int) -> list[Job]:
 
 
 def base_model_path(cfg: Config) -> Path:
-    """The SDXL base: a file or diffusers folder, or a registry name (default RealVisXL V4.0)."""
-    given = cfg.sources.base_model or DEFAULT_BASE
-    path = Path(given).expanduser()
-    if path.exists():
-        return path
-    if given in W.REGISTRY:
-        return W.require(given, cfg.runtime.weights_dir)
-    raise BuilderError(f"sources.base_model {given!r} is neither a file, a folder nor a registry name (launch.py weights)")
+    """The SDXL base, from any base-model source (builder.base_model); default RealVisXL V4.0."""
+    from builder.base_model import resolve_base_model
+    from builder.model_family import detect_family
+
+    spec = cfg.sources.base_model or DEFAULT_BASE
+    resolved = resolve_base_model(spec, cfg)
+    family = resolved.family_hint or detect_family(resolved.path)
+    if family not in ("sdxl", None):
+        raise BuilderError(f"sources.base_model {spec} is an SD 1.5 model; PhotoMaker V2 needs an SDXL base")
+    return resolved.path
 
 
 def photomaker_origin(cfg: Config) -> str:
@@ -121,43 +124,33 @@ def image_key(job: Job, base: Path, photomaker: str, ids_digest: str, trigger: s
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def load_sdxl(path: Path, device: torch.device):
-    """StableDiffusionXLPipeline from a diffusers folder or a single .safetensors file."""
+def load_sdxl(path: Path, cfg: Config, device: torch.device):
+    """The SDXL pipeline through the sampler's loader (a folder, or a single file with its configs)."""
     from diffusers import StableDiffusionXLPipeline
 
-    dtype = torch.float32
-    if device.type == "cuda":  # upstream: bf16 where the GPU has it, else fp16
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    with _quiet():
-        try:
-            if path.is_dir():
-                pipe = StableDiffusionXLPipeline.from_pretrained(path, dtype=dtype, local_files_only=True)
-            else:
-                pipe = StableDiffusionXLPipeline.from_single_file(str(path), dtype=dtype)
-        except Exception as exc:  # diffusers raises OSError, ValueError, hub errors for one cause: unusable input
-            raise BuilderError(f"cannot load SDXL base model {path}: {exc}") from exc
-    pipe.set_progress_bar_config(disable=True)  # one rich bar over all the photos instead
-    return pipe.to(device)
+    from builder.sample.pipeline import load_pipeline
+
+    scfg = copy.deepcopy(cfg)
+    scfg.kohya.model_family = "sdxl"  # decides only for a .ckpt, whose family cannot be read
+    scfg.sample.model_config = cfg.sources.model_config
+    pipe = load_pipeline(path, scfg, device)
+    if not isinstance(pipe, StableDiffusionXLPipeline):
+        raise BuilderError(f"{path} loaded as {type(pipe).__name__}; PhotoMaker V2 needs an SDXL base")
+    return pipe
 
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """No tqdm bars (they tear the rich display) and no info chatter from diffusers/transformers while loading,
-    e.g. "no LoRA keys for the text encoders": PhotoMaker's LoRA is for the UNet only."""
+    """No info chatter from diffusers while the LoRA goes in ("no LoRA keys for the text
+    encoders": PhotoMaker's LoRA is for the UNet only)."""
     from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
 
-    state = [(lib, lib.is_progress_bar_enabled(), lib.get_verbosity()) for lib in (dlog, tlog)]
-    for lib, _, _ in state:
-        lib.disable_progress_bar()
-        lib.set_verbosity_error()
+    level = dlog.get_verbosity()
+    dlog.set_verbosity_error()
     try:
         yield
     finally:
-        for lib, bar, level in state:
-            if bar:
-                lib.enable_progress_bar()
-            lib.set_verbosity(level)
+        dlog.set_verbosity(level)
 
 
 def load_photomaker(cfg: Config, pipe, origin: str) -> PhotoMakerSDXL:
@@ -206,7 +199,7 @@ def make_sources(cfg: Config, out: Path, n: int | None = None) -> SourcesResult:
 
 def _generate(cfg: Config, base: Path, origin: str, ids, todo: list[tuple[Job, str]], out: Path) -> int:
     device = resolve_device(cfg.runtime.device)
-    pipe = load_sdxl(base, device)
+    pipe = load_sdxl(base, cfg, device)
     maker = load_photomaker(cfg, pipe, origin)
     pixels = clip_pixels(ids.images_rgb)
     embeds = torch.from_numpy(np.stack(ids.embeds))
