@@ -284,7 +284,7 @@ def test_an_sd15_base_is_refused(tmp_path):
 
     cfg = Config()
     cfg.sources.base_model = str(save_tiny_pipeline(tmp_path / "tiny-sd15"))
-    with pytest.raises(BuilderError, match="is an SD 1.5 model; PhotoMaker V2 needs an SDXL base"):
+    with pytest.raises(BuilderError, match=r"is an SD 1\.5 model; PhotoMaker V2 needs an SDXL base"):
         stage.base_model_path(cfg)
     cfg.sources.base_model = str(save_tiny_sdxl_pipeline(tmp_path / "tiny-sdxl"))
     assert stage.base_model_path(cfg) == tmp_path / "tiny-sdxl"
