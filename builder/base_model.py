@@ -28,17 +28,16 @@ import hashlib
 import json
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from builder import model_family
 from builder import weights as W
 from builder.config import DEFAULT_BASE_MODEL, Config
 from builder.console import console
 from builder.errors import BuilderError, MissingWeightError
 
-FAMILIES = ("sd15", "sdxl")
 RANDOM_SPEC = "random-sd15"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 CIVITAI_TOKEN_ENV = "CIVITAI_TOKEN"
@@ -153,32 +152,15 @@ def parse_spec(spec: str) -> BaseModelSource:
 # ---- the model family -----------------------------------------------------------------------
 
 
-def _safetensors_keys(path: Path) -> list[str]:
-    with open(path, "rb") as fh:
-        (length,) = struct.unpack("<Q", fh.read(8))
-        if length > 100_000_000:
-            return []
-        return list(json.loads(fh.read(length)))
-
-
 def detect_family(path: Path) -> str:
-    """ "sdxl" or "sd15" from the files' own layout (header keys, model_index), "" when unsure."""
-    path = Path(path)
+    """ "sdxl" or "sd15" from the files' own layout (builder.model_family), "" when unsure.
+
+    An unreadable or SD 2.x file is "" here; train and sample refuse it with the reason.
+    """
     try:
-        if path.is_dir():
-            index = json.loads((path / "model_index.json").read_text(encoding="utf-8"))
-            cls = str(index.get("_class_name", ""))
-            return "sdxl" if "XL" in cls else ("sd15" if cls.startswith("StableDiffusion") else "")
-        if path.suffix.lower() != ".safetensors":
-            return ""
-        keys = _safetensors_keys(path)
-    except (OSError, ValueError, struct.error):
+        return model_family.detect_family(path) or ""
+    except BuilderError:
         return ""
-    if any(k.startswith("conditioner.embedders.1.") for k in keys):
-        return "sdxl"
-    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
-        return "sd15"
-    return ""
 
 
 # ---- civitai ------------------------------------------------------------------------------

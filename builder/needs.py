@@ -18,6 +18,14 @@ def clip_bpe_needed(cfg: Config) -> bool:
     return cfg.caption.clip_tokenizer == CLIP_REPO_ID or not cfg.kohya.tokenizer_cache_dir
 
 
+def base_model_names(cfg: Config) -> list[str]:
+    """The registry base model train and sample will load, if the configured one is a registry name."""
+    from builder.config import DEFAULT_BASE_MODEL
+
+    spec = cfg.paths.base_model or ("" if cfg.runtime.random_weights else DEFAULT_BASE_MODEL)
+    return [spec] if spec in W.REGISTRY and W.REGISTRY[spec].family else []
+
+
 def needed_for(cfg: Config) -> list[str]:
     """Registry names the given configuration will load.
 
@@ -27,7 +35,7 @@ def needed_for(cfg: Config) -> list[str]:
     tokenizer = ["clip_bpe"] if clip_bpe_needed(cfg) else []
     # A base model named by registry name (or the default one) is fetched like any weight;
     # random weights without a base model train on a generated random SD 1.5 instead.
-    data = tokenizer + W.base_model_names(cfg)
+    data = tokenizer + base_model_names(cfg)
     if cfg.runtime.random_weights:
         return data
     out = swappers.weights(cfg)

@@ -436,14 +436,6 @@ def _partial_note(spec: WeightSpec, weights_dir: str) -> str:
     return ""
 
 
-def base_model_names(cfg: Config) -> list[str]:
-    """The registry base model train and sample will load, if the configured one is a registry name."""
-    from builder.config import DEFAULT_BASE_MODEL
-
-    spec = cfg.paths.base_model or ("" if cfg.runtime.random_weights else DEFAULT_BASE_MODEL)
-    return [spec] if spec in REGISTRY and REGISTRY[spec].family else []
-
-
 def resolve_names(names: Iterable[str]) -> list[str]:
     """Check each name against the registry (closest-name message on a typo), keep order."""
     out: list[str] = []

@@ -13,6 +13,7 @@ from builder import base_model as B
 from builder import weights as W
 from builder.config import Config
 from builder.errors import BuilderError, MissingWeightError
+from builder.needs import base_model_names
 from builder.random_sd15 import SD15, RandomSDSizes, write_random_sd15
 from tests.fixtures.clip import bpe_path
 from tests.fixtures.model_hosts import ModelHost, ServedModelHost, model_bytes, written_text
@@ -73,11 +74,11 @@ def test_specs_are_told_apart(tmp_path):
 
 def test_default_is_the_realistic_fine_tune_and_random_weights_get_the_random_sd15(cfg):
     assert B.base_model_spec(cfg) == "epicrealism" and W.REGISTRY["epicrealism"].family == "sd15"
-    assert W.base_model_names(cfg) == ["epicrealism"]
+    assert base_model_names(cfg) == ["epicrealism"]
     cfg.runtime.random_weights = True
-    assert B.base_model_spec(cfg) == B.RANDOM_SPEC and W.base_model_names(cfg) == []
+    assert B.base_model_spec(cfg) == B.RANDOM_SPEC and base_model_names(cfg) == []
     cfg.paths.base_model = "sd15"
-    assert W.base_model_names(cfg) == ["sd15"]
+    assert base_model_names(cfg) == ["sd15"]
 
 
 def test_civitai_download_takes_the_server_name_verifies_and_caches_by_hash(cfg, host, monkeypatch):

@@ -114,6 +114,24 @@ def test_sdxl_tomls_pass_the_schema_of_sdxl_train_network(sdxl_run) -> None:
     assert "--cache_text_encoder_outputs_to_disk" in gui["additional_parameters"]
 
 
+def test_sdxl_tokenizer_cache_holds_both_tokenizers(tmp_path: Path) -> None:
+    """sdxl_train_network.py loads CLIP-L's and bigG's tokenizers from tokenizer_cache_dir (strategy_sdxl)."""
+    from transformers import CLIPTokenizer
+
+    cfg = tiny_config()
+    cfg.kohya.tokenizer_cache_dir = ""
+    cfg.runtime.weights_dir = str(tmp_path / "weights")
+    cfg.paths.base_model = str(fake_sdxl_model(tmp_path))
+    make_images(tmp_path / "run", cfg, 2)
+    cache = Path(flat(write_kohya_files(tmp_path / "run", cfg).config)["tokenizer_cache_dir"])
+    clip_l = CLIPTokenizer.from_pretrained(str(cache / "openai_clip-vit-large-patch14"))
+    big_g = CLIPTokenizer.from_pretrained(str(cache / "laion_CLIP-ViT-bigG-14-laion2B-39B-b160k"))
+    ids = clip_l("ohwx, woman", padding="max_length", max_length=77).input_ids
+    ids_g = big_g("ohwx, woman", padding="max_length", max_length=77).input_ids
+    assert ids[:5] == ids_g[:5] == [49406, 47993, 267, 2308, 49407]  # one BPE vocabulary
+    assert (ids[-1], ids_g[-1], big_g.pad_token) == (49407, 0, "!")  # bigG pads with "!" (id 0)
+
+
 def test_default_preset_follows_the_family_and_a_wrong_one_is_refused(sdxl_run, tmp_path: Path) -> None:
     out, cfg = sdxl_run
     files = write_kohya_files(out, cfg)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import StableDiffusionXLPipeline
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from builder.config import Config
 from builder.errors import BuilderError
@@ -72,12 +72,22 @@ def test_kohya_sdxl_lora_renders_and_a_zero_lora_changes_nothing(pipe: StableDif
     assert {n.split("_")[1] for n in names} == {"unet", "te1", "te2"}
     assert "lora_te1_text_model_encoder_layers_0_self_attn_q_proj" in names
     assert "lora_te2_text_model_encoder_layers_9_mlp_fc2" in names
-    assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_1_attn2_to_k" in names
+    # sd-scripts trains SDXL on the SGM UNet: down_blocks.1.attentions.0 is input_blocks.3.1 here.
+    assert "lora_unet_input_blocks_3_1_transformer_blocks_1_attn2_to_k" in names
+    assert "lora_unet_output_blocks_0_1_proj_out" in names
     assert check_lora(lora, pipe) == len(names)
     with lora_applied(pipe, lora):
         with_lora = _render(pipe)
     assert np.abs(with_lora - base).max() > 20
     assert np.array_equal(_render(pipe), base)  # unloaded completely
+
+    # The same weights under diffusers' module names render the same pixels: both namings
+    # reach the same modules (check_lora and diffusers' SGM conversion agree).
+    named = write_kohya_sdxl_lora(pipe, tmp_path / "diffusers-named.safetensors", unet_names="diffusers")
+    assert check_lora(named, pipe) == len(names)
+    assert "lora_unet_down_blocks_1_attentions_0_transformer_blocks_1_attn2_to_k.alpha" in load_file(str(named))
+    with lora_applied(pipe, named):
+        assert np.array_equal(_render(pipe), with_lora)
 
     zero = write_kohya_sdxl_lora(pipe, tmp_path / "zero.safetensors", up_scale=0.0)
     with lora_applied(pipe, zero):

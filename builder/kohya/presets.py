@@ -29,7 +29,7 @@ DERIVED_TRAIN_KEYS = frozenset({
     "sample_every_n_epochs", "sample_sampler", "output_dir", "output_name", "logging_dir",
     "dataset_config", "tokenizer_cache_dir", "max_token_length", "seed",
     "train_data_dir", "reg_data_dir", "caption_extension", "keep_tokens", "shuffle_caption",
-    "no_half_vae", "v2", "sdxl",
+    "no_half_vae",  # SDXL: set with fp16 (builder.kohya.toml)
 })
 DERIVED_DATASET_KEYS = frozenset({
     "resolution", "batch_size", "caption_extension", "shuffle_caption", "keep_tokens",

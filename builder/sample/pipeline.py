@@ -27,6 +27,7 @@ from builder.device import model_dtype
 from builder.errors import BuilderError
 from builder.model_family import NAMES, Family, detect_family, resolve_family
 from builder.sample.prompts import SAMPLERS, SamplePrompt
+from builder.sample.sgm_names import sgm_unet_path
 
 Pipeline = StableDiffusionPipeline | StableDiffusionXLPipeline
 PIPELINES: dict[str, type[Pipeline]] = {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}
@@ -136,7 +137,8 @@ def _lora_targets(pipe: Pipeline) -> dict[str, torch.nn.Module]:
     """kohya's name for every Linear/Conv2d a LoRA may patch: module path, dots as underscores.
 
     sd-scripts' text-encoder prefixes: ``lora_te_`` for SD 1.5's one, ``lora_te1_`` (CLIP-L)
-    and ``lora_te2_`` (bigG) for SDXL's two (networks/lora.py).
+    and ``lora_te2_`` (bigG) for SDXL's two (networks/lora.py). An SDXL UNet's modules answer
+    to their SGM path too, the one sd-scripts' SDXL LoRAs carry (builder.sample.sgm_names).
     """
     targets: dict[str, torch.nn.Module] = {}
     roots = [("lora_unet_", pipe.unet)]
@@ -145,6 +147,9 @@ def _lora_targets(pipe: Pipeline) -> dict[str, torch.nn.Module]:
         roots.append(("lora_te_", encoders[0]))
     else:
         roots += [("lora_te1_", encoders[0]), ("lora_te2_", encoders[1])]
+    per_block = pipe.unet.config.layers_per_block
+    sdxl = encoders[1] is not None and isinstance(per_block, int)  # SGM numbering needs one count for all blocks
+    up_has_attention = ["CrossAttn" in t for t in pipe.unet.config.up_block_types]
     for prefix, root in roots:
         if root is None:
             continue
@@ -152,6 +157,8 @@ def _lora_targets(pipe: Pipeline) -> dict[str, torch.nn.Module]:
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
                 key = name.replace(".", "_")
                 targets[prefix + key] = module
+                if sdxl and prefix == "lora_unet_" and (sgm := sgm_unet_path(name, per_block, up_has_attention)):
+                    targets[prefix + sgm.replace(".", "_")] = module
                 if prefix != "lora_unet_" and not hasattr(root, "text_model"):
                     # sd-scripts' transformers 4.x nests CLIP under text_model; transformers 5 does not.
                     targets[prefix + "text_model_" + key] = module
