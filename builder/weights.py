@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from builder.errors import BuilderError, MissingWeightError
 
 if TYPE_CHECKING:
-    from builder.config import Config
+    pass
 
 ENV_VAR = "LORA_BUILDER_WEIGHTS"
 VERIFIED_FILE = ".verified.json"
