@@ -214,6 +214,46 @@ class SampleConfig:
     score: bool = True  # identity-score the samples against the source photos
 
 
+# PhotoMaker prompts: "{class_word}" becomes [character] class_word, followed by the trigger
+# word (PhotoMaker wants it right after the class word). Varied views, expressions and light.
+SOURCES_PROMPTS = [
+    "close-up portrait photo of a {class_word} img, neutral expression, soft window light",
+    "portrait photo of a {class_word} img, smiling, golden hour sunlight, outdoors",
+    "photo of a {class_word} img, three-quarter view, looking to the left, studio lighting",
+    "photo of a {class_word} img, profile view, looking to the right, rim light",
+    "candid photo of a {class_word} img, laughing, city street, overcast daylight",
+    "photo of a {class_word} img, serious expression, dramatic side lighting, dark background",
+    "photo of a {class_word} img, looking up, soft overhead light, park",
+    "photo of a {class_word} img, head tilted, gentle smile, warm indoor lamp light",
+    "portrait photo of a {class_word} img, surprised expression, bright flash photo",
+    "photo of a {class_word} img, looking slightly down, cafe, natural light",
+    "close-up photo of a {class_word} img, thoughtful expression, blue hour, neon light",
+    "photo of a {class_word} img, wide smile, beach, midday sun",
+]
+
+
+@dataclass
+class SourcesConfig:
+    """`launch.py sources` / `run --generate-sources N`: more photos of the face with PhotoMaker V2."""
+
+    generate: bool = False  # `run`: make the sources first (run --generate-sources N sets it)
+    n: int = 12  # photos to generate; more than the prompts cycles them with the seed + 1000 per round
+    prompts: list[str] = field(default_factory=lambda: list(SOURCES_PROMPTS))
+    seeds: list[int] = field(default_factory=lambda: list(range(1, len(SOURCES_PROMPTS) + 1)))  # one per prompt
+    # inference_pmv2.py's negative prompt.
+    negative: str = "(asymmetry, worst quality, low quality, illustration, 3d, 2d, painting, cartoons, sketch), open mouth"
+    base_model: str = ""  # SDXL base, any base-model source (see [paths] base_model); empty: realvisxl_v4
+    model_config: str = ""  # diffusers config folder (or repo id) for a single-file SDXL base; offline: a local folder
+    photomaker: str = ""  # photomaker-v2 .bin/.safetensors; empty: the registry's photomaker_v2
+    trigger: str = "img"
+    steps: int = 50  # PhotoMaker's default
+    guidance: float = 5.0
+    style_strength: float = 20.0  # percent of the steps before the ID is merged in (demo default 20, max 30 steps)
+    width: int = 1024
+    height: int = 1024
+    min_identity: float | None = None  # judge cosine to the given photos; unset: the judge's calibrated value
+
+
 @dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -225,6 +265,7 @@ class Config:
     caption: CaptionConfig = field(default_factory=CaptionConfig)
     kohya: KohyaConfig = field(default_factory=KohyaConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    sources: SourcesConfig = field(default_factory=SourcesConfig)
 
 
 def _closest(name: str, valid: typing.Iterable[str]) -> str:

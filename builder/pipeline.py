@@ -1,5 +1,7 @@
 """The stages in order, each skipped when its outputs are complete: `launch.py run` and `build`.
 
+sources -> only with sources.generate (run --generate-sources N): PhotoMaker photos of the face
+           in <out>/sources/, judged; the kept ones join the given source photos
 build   -> swapped, filtered results in img/<N>_<trigger> <class>/, manifest, contact sheets
 caption -> a caption beside every kept image; then the TOMLs, prompts and GUI JSON
 train   -> sd-scripts' LoRA files in model/ (skipped when the final LoRA exists)
@@ -24,7 +26,7 @@ from builder.manifest import FAILED, KEPT
 from builder.quality.decide import Assessment
 from builder.quality.summary import summarize
 
-STAGES = ("build", "caption", "train", "sample")
+STAGES = ("sources", "build", "caption", "train", "sample")
 
 
 @dataclass
@@ -35,6 +37,25 @@ class RunSummary:
     captions: CaptionSummary | None = None
     kohya: KohyaFiles | None = None
     best_epoch: str | None = None
+
+
+SOURCES_DIR = "sources"
+
+
+def stage_sources(cfg: Config, run: RunSummary) -> None:
+    """PhotoMaker photos of the face; the kept ones are averaged with the given photos by build.
+
+    The given photos stay in: they are the face itself, the generated ones add its views.
+    """
+    from builder.sources.stage import make_sources
+
+    folder = run.out / SOURCES_DIR
+    result = make_sources(cfg, folder)
+    if result.kept == 0:
+        raise BuilderError(f"none of the {len(result.records)} generated photos passed the judge; see {folder / 'contact_sheet_dropped.png'}")
+    cfg.paths.source = [*cfg.paths.source, str(folder)]
+    made = f"{result.generated} made this run" if result.generated else "all made before"
+    run.stages["sources"] = f"{result.kept} kept of {len(result.records)} ({made}) in {folder}"
 
 
 def stage_build(cfg: Config, run: RunSummary) -> None:
@@ -90,7 +111,7 @@ def stage_sample(cfg: Config, run: RunSummary) -> None:
     run.stages["sample"] = f"{result.grid} ({result.rendered} rendered this run), best epoch: {result.best_epoch or '-'}"
 
 
-RUNNERS = {"build": stage_build, "caption": stage_caption, "train": stage_train, "sample": stage_sample}
+RUNNERS = {"sources": stage_sources, "build": stage_build, "caption": stage_caption, "train": stage_train, "sample": stage_sample}
 
 
 def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
@@ -106,6 +127,10 @@ def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
     names = needed_for(cfg)
     if not {"train", "sample"} & set(stages):
         names = [n for n in names if not W.REGISTRY[n].family]
+    if "sources" in stages:  # after the filter: the sources' SDXL base is needed without training
+        from builder.sources.stage import needed_weights
+
+        names += [n for n in needed_weights(cfg) if n not in names]
     missing = [n for n in names if W.state(n, cfg.runtime.weights_dir).state == W.MISSING]
     # An installed open-clip-torch carries the same BPE file; nothing to download then.
     return [n for n in missing if not (n == "clip_bpe" and open_clip_bpe() is not None)]
@@ -159,13 +184,23 @@ def ensure_weights(cfg: Config, stages: tuple[str, ...]) -> None:
             cfg.paths.base_model = str(local or "")
 
 
+def ensure_sources_weights(cfg: Config) -> None:
+    """`launch.py sources`: fetch what the sources stage alone needs."""
+    ensure_weights(cfg, ("sources",))
+
+
+def stages_for(cfg: Config, until: str) -> tuple[str, ...]:
+    """The stages up to ``until``; sources only when asked for (run --generate-sources N)."""
+    return tuple(s for s in STAGES[: STAGES.index(until) + 1] if s != "sources" or cfg.sources.generate)
+
+
 def run_stages(cfg: Config, until: str = "sample") -> RunSummary:
     if until not in STAGES:
         raise BuilderError(f"--until {until!r} is not one of {', '.join(STAGES)}")
     if not cfg.paths.out:
         raise BuilderError("no output folder: pass --out DIR (or set [paths] out)")
     run = RunSummary(out=Path(cfg.paths.out))
-    stages = STAGES[: STAGES.index(until) + 1]
+    stages = stages_for(cfg, until)
     preflight(cfg, stages)
     ensure_weights(cfg, stages)
     for stage in stages:
@@ -229,6 +264,7 @@ def print_run_summary(run: RunSummary) -> None:
     out = run.out
     for label, path in (
         ("training images", run.kohya.dataset.image_dir if run.kohya else None),
+        ("generated sources", out / SOURCES_DIR / "contact_sheet.png"),
         ("manifest", out / MANIFEST),
         ("contact sheet", out / "contact_sheet.png"),
         ("dataset TOML", run.kohya.dataset_config if run.kohya else None),

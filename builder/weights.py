@@ -312,6 +312,15 @@ _SPECS = [
         "RealVisXL V4.0, SDXL photo fine-tune (PhotoMaker's recommended base)",
         subdir="sdxl", optional=True, family="sdxl",
     ),
+    # ---- sources (PhotoMaker V2) ----
+    # TencentARC/PhotoMaker-V2 (inference_pmv2.py: hf_hub_download of photomaker-v2.bin). About
+    # 1.8 GB on the hub; no exact size or sha256 could be read here: unknown.
+    WeightSpec(
+        "photomaker_v2", "photomaker-v2.bin",
+        "https://huggingface.co/TencentARC/PhotoMaker-V2/resolve/main/photomaker-v2.bin",
+        None, None, "Apache-2.0 (TencentARC/PhotoMaker-V2)",
+        "PhotoMaker V2 ID encoder + SDXL LoRA (sources)", subdir="photomaker", optional=True,
+    ),
 ]
 REGISTRY: dict[str, WeightSpec] = {s.name: s for s in _SPECS}
 

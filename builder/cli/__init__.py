@@ -10,6 +10,7 @@ COMMANDS: list[str] = [
     "doctor",
     "build",
     "faces",
+    "sources",
     "caption",
     "train",
     "sample",

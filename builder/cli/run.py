@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from builder.cli.build import add_build_flags, run_until
-from builder.cli.common import add_shared_flags
+from builder.cli.common import add_shared_flags, config_flag
 from builder.pipeline import STAGES
 
 
@@ -21,8 +21,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     add_build_flags(p)
     add_shared_flags(p, "--sd-scripts", "--model-family", "--gpus")
     p.add_argument("--until", choices=STAGES, default="sample", help="stop after this stage")
+    config_flag(p, "--generate-sources", dest="sources.n", type=int, metavar="N",
+                help="first make N photos of the face with PhotoMaker V2 ([sources]); the kept ones join --source")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    if hasattr(args, "sources.n"):
+        setattr(args, "sources.generate", True)
     return run_until(args, args.until)

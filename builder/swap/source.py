@@ -10,7 +10,7 @@ import numpy as np
 
 from builder.errors import BuilderError, ImageError
 from builder.faces.identity import average_identity
-from builder.io import list_images, load_image
+from builder.io import list_images, load_image, read_jsonl
 from builder.models.base import Swapper
 
 
@@ -29,12 +29,22 @@ class SourceIdentity:
         return next(iter(self.vectors.values()))
 
 
+# A folder made by `launch.py sources` lists its photos here; only the kept ones are sources.
+SOURCES_RECORDS = "sources.jsonl"
+
+
+def kept_sources(folder: Path) -> list[Path]:
+    """The kept photos of a `sources` folder, in its records' order."""
+    records = read_jsonl(folder / SOURCES_RECORDS)
+    return [folder / r["file"] for r in records if r.get("status") == "kept" and (folder / r["file"]).is_file()]
+
+
 def source_paths(sources: list[str]) -> list[Path]:
     paths: list[Path] = []
     for s in sources:
         p = Path(s)
         if p.is_dir():
-            paths.extend(list_images(p))
+            paths.extend(kept_sources(p) if (p / SOURCES_RECORDS).is_file() else list_images(p))
         elif p.is_file():
             paths.append(p)
         else:
