@@ -89,8 +89,10 @@ def timed_models(real_load):
         FORWARD["(model loading, not counted)"] = time.perf_counter() - t0
         wrap(models.detector, "detect", "detect")
         wrap(models.judge, "judge embed", "embed")
-        wrap(models.fused.swapper, "swap", "swap", "embed_source")
-        wrap(models.fused.restorer, "restore", "restore")
+        for swapper in models.fused.swappers:  # one line per candidate in the "best" modes
+            wrap(swapper, f"swap {swapper.name}", "swap", "embed_source")
+        for restorer in models.fused.restorers:
+            wrap(restorer, f"restore {restorer.name}", "restore")
         wrap(models.fused.parser, "parse", "parse")
         return models
 
@@ -170,7 +172,7 @@ def main_run(args: argparse.Namespace, clip: Path, tmp: Path) -> None:
         for k, v in r.timings.items():
             per_stage[k] += v
     print(f"== build on {n} donor photos ({args.side or 'native'} px side), random weights, device {args.device}")
-    print(f"   generator {cfg.swap.generator}, restorer {cfg.swap.restorer}, mouth {cfg.swap.mouth}, "
+    print(f"   swapper {cfg.swap.swapper}, generator {cfg.swap.generator}, restorer {cfg.swap.restorer}, mouth {cfg.swap.mouth}, "
           f"paste mask {cfg.swap.paste_mask}, detector {cfg.faces.detector}, judge {cfg.faces.judge}, "
           f"caption {cfg.caption.backend}, batch {cfg.swap.batch_size}, torch threads {_threads()}")  # fmt: skip
     print(f"model loading: {load:.2f}s (not counted below)")
@@ -181,6 +183,11 @@ def main_run(args: argparse.Namespace, clip: Path, tmp: Path) -> None:
         extra = f"  ({v / max(n, 1):.3f}/photo)" if k != "photos (run_build)" else ""
         print(f"   {k:24s} {v - (load if k == 'photos (run_build)' else 0):8.2f}s{extra}")
     print("model forward calls (wall seconds): " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(FORWARD.items())))
+    for stage in ("swap", "restore"):  # per backend: the "best" modes run every candidate
+        parts = {k.split(" ", 1)[1]: v for k, v in FORWARD.items() if k.startswith(f"{stage} ")}
+        total = sum(parts.values())
+        each = ", ".join(f"{k} {v / max(n, 1):.3f}" for k, v in parts.items())
+        print(f"{stage}: {total / max(n, 1):.3f} s per face ({each}), {total / work:.1%} of the build")
     print(f"images per second: {n / work:.3f} ({n} photos in {work:.2f}s after loading)")
     print("peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in res["rss"].items()))
     print(f"peak GPU memory: {gpu_peak()}")

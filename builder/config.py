@@ -61,11 +61,20 @@ class FacesConfig:
 
 @dataclass
 class SwapConfig:
-    generator: Literal["G_unet_1block", "G_unet_2blocks", "G_unet_3blocks"] = "G_unet_2blocks"
+    # "best": every swap.swapper_candidates runs on each face, the judge keeps the one that
+    # best carries the source identity (README, build)
+    swapper: Literal["ghost", "best"] = "ghost"
+    swapper_candidates: list[str] = field(default_factory=lambda: ["ghost"])
+    generator: Literal["G_unet_1block", "G_unet_2blocks", "G_unet_3blocks"] = "G_unet_2blocks"  # GHOST's
     mouth: bool = True
     mouth_dilate: int = 9  # px in the 512 crop
     mouth_feather: int = 11  # px in the 512 crop
-    restorer: Literal["codeformer", "gfpgan", "none"] = "codeformer"
+    restorer: Literal["codeformer", "gfpgan", "none", "best"] = "codeformer"
+    # "best" restores each face with every candidate spec ("name" or "name:key=value") and keeps
+    # the one the judge finds closest to the source (ties: the sharper)
+    restorer_candidates: list[str] = field(
+        default_factory=lambda: ["codeformer:w=0.5", "codeformer:w=1.0", "gfpgan"]
+    )
     codeformer_w: float = 0.7
     parser: Literal["bisenet", "parsenet"] = "bisenet"
     paste_mask: Literal["parsing", "box"] = "parsing"

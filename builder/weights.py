@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from builder.errors import BuilderError, MissingWeightError
 
 if TYPE_CHECKING:
-    from builder.config import Config
+    pass
 
 ENV_VAR = "LORA_BUILDER_WEIGHTS"
 VERIFIED_FILE = ".verified.json"
@@ -400,45 +400,6 @@ def _partial_note(spec: WeightSpec, weights_dir: str) -> str:
     if part.is_file():
         return f"{part.stat().st_size / 1e6:.1f} MB downloaded, --fetch resumes"
     return ""
-
-
-def clip_bpe_needed(cfg: Config) -> bool:
-    """The CLIP tokenizer is built from clip_bpe unless both its users are given a folder."""
-    from builder.caption.clip_tokenizer import CLIP_REPO_ID
-
-    return cfg.caption.clip_tokenizer == CLIP_REPO_ID or not cfg.kohya.tokenizer_cache_dir
-
-
-def needed_for(cfg: Config) -> list[str]:
-    """Registry names the given configuration will load.
-
-    Random weights load no model, but the CLIP tokenizer is data, not weights: a
-    random-weight run still counts caption tokens with the real one.
-    """
-    tokenizer = ["clip_bpe"] if clip_bpe_needed(cfg) else []
-    # Training and sampling fall back to the registry's SD 1.5 when no base model is given;
-    # it is the user's model, not ours, so random weights do not replace it.
-    data = tokenizer + ([] if cfg.paths.base_model else ["sd15_base"])
-    if cfg.runtime.random_weights:
-        return data
-    names = {
-        "G_unet_1block": "ghost_unet_1block",
-        "G_unet_2blocks": "ghost_unet_2blocks",
-        "G_unet_3blocks": "ghost_unet_3blocks",
-    }
-    out = [names[cfg.swap.generator], "ghost_arcface"]
-    if cfg.faces.detector == "insightface" or cfg.faces.judge == "insightface":
-        out.append(cfg.faces.insightface_pack)
-    if cfg.swap.restorer == "codeformer":
-        out.append("codeformer")
-    elif cfg.swap.restorer == "gfpgan":
-        out.append("gfpgan_v1.4")
-    if cfg.swap.needs_parser:
-        out.append(f"parsing_{cfg.swap.parser}")
-    if cfg.caption.backend == "blip":
-        # caption.model is a registry name, a hub repo id or a local folder (nothing to fetch).
-        out += [s.name for s in _SPECS if s.kind == "hf" and cfg.caption.model in (s.name, s.url)]
-    return out + data
 
 
 def resolve_names(names: Iterable[str]) -> list[str]:

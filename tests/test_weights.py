@@ -17,6 +17,7 @@ import launch
 from builder import fetch as F
 from builder import weights as W
 from builder.errors import MissingWeightError
+from builder.needs import needed_for
 from tests.fixtures.weights import Served, closed_port, file_server
 
 REQUIRED_NAMES = {
@@ -358,18 +359,18 @@ def test_needed_for_follows_the_config() -> None:
     from builder.config import Config
 
     cfg = Config()
-    assert set(W.needed_for(cfg)) == {
+    assert set(needed_for(cfg)) == {
         "ghost_unet_2blocks", "ghost_arcface", "antelopev2", "codeformer", "parsing_bisenet", "blip_large",
         "clip_bpe", "sd15_base",
     }
     cfg.paths.base_model = "/models/my_sd15.safetensors"  # the user's own base model: no SD 1.5 download
-    assert "sd15_base" not in W.needed_for(cfg)
+    assert "sd15_base" not in needed_for(cfg)
     cfg.swap.restorer, cfg.faces.insightface_pack, cfg.caption.backend = "gfpgan", "buffalo_l", "none"
-    assert {"gfpgan_v1.4", "buffalo_l"} <= set(W.needed_for(cfg)) and "blip_large" not in W.needed_for(cfg)
+    assert {"gfpgan_v1.4", "buffalo_l"} <= set(needed_for(cfg)) and "blip_large" not in needed_for(cfg)
     cfg.caption.backend, cfg.caption.model = "blip", "blip_large"  # a registry name, as blip.py accepts
-    assert "blip_large" in W.needed_for(cfg)
+    assert "blip_large" in needed_for(cfg)
     cfg.runtime.random_weights = True
-    assert W.needed_for(cfg) == ["clip_bpe"]  # the tokenizer is data: random-weight runs read it too
+    assert needed_for(cfg) == ["clip_bpe"]  # the tokenizer is data: random-weight runs read it too
 
 
 def _fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: tuple[str, ...]) -> list[tuple]:

@@ -123,6 +123,13 @@ def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     return pts @ np.asarray(m, dtype=np.float64)[:, :2].T + np.asarray(m, dtype=np.float64)[:, 2]
 
 
+def transform_box(m: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(4,) x1, y1, x2, y2 -> the axis-aligned box around its four mapped corners."""
+    x1, y1, x2, y2 = np.asarray(box, dtype=np.float64)
+    pts = transform_points(m, np.array([[x1, y1], [x2, y1], [x1, y2], [x2, y2]]))
+    return np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
+
+
 def _to3(m: np.ndarray) -> np.ndarray:
     return np.vstack([np.asarray(m, dtype=np.float64), [0.0, 0.0, 1.0]])
 
