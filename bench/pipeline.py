@@ -7,10 +7,17 @@ donor folder grows.
     .venv/bin/python -m bench.pipeline --scaling ""           # skip the 50/500 memory runs
 
 Models run with --random-weights (real architectures, seeded weights): the time a forward
-pass takes does not depend on the weights' values. Every model call is timed by wrapping
-the loaded models' methods (detect, judge embed, swap, parse, restore, caption); "outside"
-is the wall time of the build after model loading minus those calls: decoding, warps,
-masks, paste, scoring arithmetic, writes, manifest, settling, contact sheets and TOMLs.
+pass takes does not depend on the weights' values. The ONNX swappers (inswapper, HyperSwap,
+SimSwap) are the exception: their stand-ins have the published graphs' inputs and outputs but
+only a few convolutions inside, so their swap times are the pre/post-processing plus a tiny
+graph, a lower bound, not the published models' cost.
+
+    .venv/bin/python -m bench.pipeline --photos 8 --scaling "" --cheap --extra --set swap.swapper=best \
+        --set swap.swapper_candidates=ghost,inswapper_128,hyperswap_1a_256,simswap_256   # s/face per swapper
+
+Every model call is timed by wrapping the loaded models' methods (detect, judge embed, swap,
+parse, restore, caption); "outside" is the wall time of the build after model loading minus
+those calls: decoding, warps, masks, paste, scoring arithmetic, writes, manifest, settling, contact sheets and TOMLs.
 
 The memory runs are separate processes (peak RSS is per process), one per folder size, with
 the cheapest real configuration so 500 photos finish on a laptop CPU: G_unet_1block, no
@@ -42,10 +49,11 @@ from builder.caption.recaption import recaption
 from builder.cli.common import build_config
 from builder.io import list_images, load_image
 from builder.kohya.files import write_kohya_files
+from tests.conftest import DATA as TEST_DATA
 from tests.fixtures.clip import write_clip_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = TEST_DATA  # the shared photos, found as the tests find them (a worktree sits elsewhere)
 STAGES = ("decode", "detect", "warp", "swap", "carry", "parse", "mouth", "restore", "paste", "score", "write")
 CHEAP = ["--generator", "G_unet_1block", "--restorer", "none", "--no-mouth", "--set", "swap.paste_mask=box",
          "--detector", "dlib", "--judge", "dlib", "--caption-backend", "none"]  # fmt: skip

@@ -7,15 +7,14 @@ means adding it to its stage's registry, and nothing here changes.
 from __future__ import annotations
 
 from builder import weights as W
+from builder.caption import base as captioners
 from builder.config import Config
 from builder.swap import restorers, swappers
 
 
 def clip_bpe_needed(cfg: Config) -> bool:
     """The CLIP tokenizer is built from clip_bpe unless both its users are given a folder."""
-    from builder.caption.clip_tokenizer import CLIP_REPO_ID
-
-    return cfg.caption.clip_tokenizer == CLIP_REPO_ID or not cfg.kohya.tokenizer_cache_dir
+    return cfg.caption.clip_tokenizer == W.CLIP_REPO_ID or not cfg.kohya.tokenizer_cache_dir
 
 
 def needed_for(cfg: Config) -> list[str]:
@@ -36,7 +35,5 @@ def needed_for(cfg: Config) -> list[str]:
     out += restorers.weights(cfg)
     if cfg.swap.needs_parser:
         out.append(f"parsing_{cfg.swap.parser}")
-    if cfg.caption.backend == "blip":
-        # caption.model is a registry name, a hub repo id or a local folder (nothing to fetch).
-        out += [s.name for s in W.REGISTRY.values() if s.kind == "hf" and cfg.caption.model in (s.name, s.url)]
+    out += captioners.weights(cfg)
     return list(dict.fromkeys(out + data))

@@ -68,13 +68,17 @@ class TorchRestorer:
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def to_crops(self, y: torch.Tensor) -> np.ndarray:
+        """The model's output as uint8 crops; a restorer whose upstream converts otherwise overrides it."""
+        return to_crops(y)
+
     def restore(self, crops: np.ndarray) -> np.ndarray:
         check_crops(crops)
         out = np.empty_like(crops)
         with torch.inference_mode():
             for start in range(0, len(crops), self.batch_size):
                 chunk = crops[start : start + self.batch_size]
-                out[start : start + len(chunk)] = to_crops(
+                out[start : start + len(chunk)] = self.to_crops(
                     self.forward(to_model_input(chunk, self.device, self.dtype))
                 )
         return out

@@ -15,9 +15,9 @@ from builder.config import Config
 from builder.errors import ConfigError
 from builder.models.base import Swapper
 from builder.registry import pick
-from builder.swap.swappers import ghost
+from builder.swap.swappers import ghost, hyperswap, inswapper, simswap
 
-MODULES: tuple[ModuleType, ...] = (ghost,)
+MODULES: tuple[ModuleType, ...] = (ghost, inswapper, hyperswap, simswap)
 BACKENDS: dict[str, ModuleType] = {name: m for m in MODULES for name in m.NAMES}
 BEST = "best"
 
