@@ -80,11 +80,13 @@ class SwapConfig:
     mouth: bool = True
     mouth_dilate: int = 9  # px in the 512 crop
     mouth_feather: int = 11  # px in the 512 crop
-    restorer: Literal["codeformer", "gfpgan", "gpen_bfr_512", "none", "best"] = "codeformer"
+    restorer: Literal[
+        "codeformer", "gfpgan", "gpen_bfr_512", "restoreformer++", "restoreformer", "none", "best"
+    ] = "codeformer"
     # "best" restores each face with every candidate spec ("name" or "name:key=value") and keeps
     # the one the judge finds closest to the source (ties: the sharper)
     restorer_candidates: list[str] = field(
-        default_factory=lambda: ["codeformer:w=0.5", "codeformer:w=1.0", "gfpgan"]
+        default_factory=lambda: ["codeformer:w=0.5", "codeformer:w=1.0", "gfpgan", "restoreformer++"]
     )
     codeformer_w: float = 0.7
     parser: Literal["bisenet", "parsenet"] = "bisenet"

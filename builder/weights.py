@@ -146,6 +146,26 @@ _SPECS = [
         None, None, "non-commercial (yangxy/GPEN: no licence file; FaceFusion: Non-Commercial)",
         "GPEN-BFR-512 face restorer", subdir="gpen",
     ),
+    # ---- RestoreFormer++ / RestoreFormer ----
+    # URL: RestoreFormerPlusPlus inference.py (release v1.0.0). Size 294,028,815 B: a public
+    # download manifest that checked it against the release's Content-Length; it is the 73,472,579
+    # float32 network parameters plus ~314 B per tensor, so the file holds the network alone.
+    # No published sha256 found: unknown.
+    WeightSpec(
+        "restoreformer++", "RestoreFormer++.ckpt",
+        "https://github.com/wzhouxiff/RestoreFormerPlusPlus/releases/download/v1.0.0/"
+        "RestoreFormer++.ckpt",
+        294_028_815, None, "Apache-2.0 (wzhouxiff/RestoreFormerPlusPlus)",
+        "RestoreFormer++ face restorer", subdir="restoreformer",
+    ),
+    # URL: GFPGAN inference_gfpgan.py (-v RestoreFormer). Only an md5 (eaeeff6c...) is published,
+    # by lama-cleaner's RestoreFormer plugin; no size or sha256 found: unknown.
+    WeightSpec(
+        "restoreformer", "RestoreFormer.pth",
+        "https://github.com/TencentARC/GFPGAN/releases/download/v1.3.4/RestoreFormer.pth",
+        None, None, "Apache-2.0 (TencentARC/GFPGAN, wzhouxiff/RestoreFormer)",
+        "RestoreFormer face restorer (GFPGAN's release)", subdir="restoreformer", optional=True,
+    ),
     # URLs: facexlib/parsing/__init__.py. sha256: the AUR python-facexlib PKGBUILD (which
     # pairs each release URL with its sha256); sizes: a model-info manifest listing those hashes.
     WeightSpec(

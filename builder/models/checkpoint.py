@@ -14,21 +14,45 @@ from torch import nn
 from builder.errors import CheckpointError
 
 
-def read_state_dict(path: Path, key: str | None = None) -> dict[str, torch.Tensor]:
-    """Read a torch checkpoint; ``key`` picks the sub-dict the official file keeps weights in (e.g. params_ema)."""
+def read_state_dict(
+    path: Path, key: str | tuple[str, ...] | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a torch checkpoint; ``key`` picks the sub-dict the official file keeps weights in
+    (e.g. params_ema); given several, the first one the file has."""
     path = Path(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a corrupt or foreign file
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({exc})") from None
     if key is not None:
-        if not isinstance(obj, dict) or key not in obj:
-            found = ", ".join(sorted(obj)) if isinstance(obj, dict) else type(obj).__name__
-            raise CheckpointError(f"{path}: expected a '{key}' entry, found {found}")
-        obj = obj[key]
+        keys = (key,) if isinstance(key, str) else key
+        present = [k for k in keys if isinstance(obj, dict) and k in obj]
+        if not present:
+            found = ", ".join(sorted(map(str, obj))) if isinstance(obj, dict) else type(obj).__name__
+            wanted = " or ".join(f"'{k}'" for k in keys)
+            raise CheckpointError(f"{path}: expected a {wanted} entry, found {found}")
+        obj = obj[present[0]]
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a state dict, found {type(obj).__name__}")
     return obj
+
+
+def select_prefix(
+    state_dict: dict[str, torch.Tensor], prefix: str, skip: tuple[str, ...], path: Path | str
+) -> dict[str, torch.Tensor]:
+    """The keys under ``prefix``, with it removed, from a file that holds more than one network
+    (a Lightning checkpoint keeps the trained net beside its losses and discriminators).
+
+    Keys under one of the ``skip`` prefixes are expected and dropped by name; any other key
+    means the file is not what it claims to be.
+    """
+    foreign = [k for k in state_dict if not k.startswith((prefix, *skip))]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise CheckpointError(
+            f"{path}: unexpected keys outside '{prefix}' and the skipped {', '.join(skip)}: {shown}"
+        )
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
 
 
 def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Path | str) -> nn.Module:

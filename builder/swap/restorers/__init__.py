@@ -17,9 +17,9 @@ from builder.config import Config
 from builder.errors import ConfigError
 from builder.models.base import Restorer
 from builder.registry import pick
-from builder.swap.restorers import codeformer, gfpgan, gpen, none
+from builder.swap.restorers import codeformer, gfpgan, gpen, none, restoreformer
 
-MODULES: tuple[ModuleType, ...] = (codeformer, gfpgan, gpen, none)
+MODULES: tuple[ModuleType, ...] = (codeformer, gfpgan, gpen, none, restoreformer)
 BACKENDS: dict[str, ModuleType] = {name: m for m in MODULES for name in m.NAMES}
 BEST = "best"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,15 +90,20 @@ def prepare_net(
     cfg: Config,
     device: torch.device,
     key: str | None = "params_ema",
+    read: Callable[[Path], dict[str, torch.Tensor]] | None = None,
 ) -> nn.Module:
-    """Official weights (strict, from ``key`` of the file) or seeded random ones; eval mode on ``device``."""
+    """Official weights (strict, from ``key`` of the file) or seeded random ones; eval mode on ``device``.
+
+    ``read`` takes the place of reading ``key`` for a file that holds more than the network
+    (RestoreFormer++'s Lightning checkpoint)."""
     if cfg.runtime.random_weights:
         net = randomize(build(), cfg.runtime.seed)
     else:
         # before building: a missing file should fail fast
         path = require(weight_name, cfg.runtime.weights_dir)
         net = build()
-        load_strict(net, read_state_dict(path, key=key), path)
+        state = read(path) if read is not None else read_state_dict(path, key=key)
+        load_strict(net, state, path)
     return net.eval().to(device=device, dtype=model_dtype(device))
 
 
