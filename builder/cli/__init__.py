@@ -14,4 +14,5 @@ COMMANDS: list[str] = [
     "train",
     "sample",
     "run",
+    "review",
 ]
