@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
 import launch
+from builder.io import append_jsonl
 from builder.manifest import (
     BY_OVERRIDE,
     BY_RANDOM_WEIGHTS,
@@ -140,6 +146,39 @@ def test_overrides_survive_build_and_caption_reruns_and_move_the_repeats(run_cop
     assert (training_folder(out) / result_name(rejected)).with_suffix(".txt").read_text(encoding="utf-8").strip() == "ohwx, woman"
 
 
+# --- the command ---
+
+
+def test_command_prints_its_loopback_url_and_stops_cleanly_on_ctrl_c(run_copy):
+    out, clip, _ = run_copy
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", "DISPLAY": ""}
+    proc = subprocess.Popen(
+        [sys.executable, "launch.py", "review", str(out), "--set", f"caption.clip_tokenizer={clip}"],
+        cwd=Path(launch.__file__).parent, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        seen = []
+        for line in proc.stdout:  # the URL comes before the server blocks
+            seen.append(line)
+            if "http://" in line:
+                break
+        url = re.search(r"http://127\.0\.0\.1:(\d+)/", "".join(seen))
+        assert url, seen
+        assert any("no display here" in line for line in seen)  # no text browser taking the terminal
+        conn = http.client.HTTPConnection("127.0.0.1", int(url.group(1)), timeout=30)
+        conn.request("GET", "/")
+        page = conn.getresponse().read().decode()
+        assert '<meta name="review-token" content="' in page and "{{TOKEN}}" not in page
+        conn.close()
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, rest
+    assert "review server stopped" in rest and "Traceback" not in rest
+
+
 # --- the server's safety ---
 
 
@@ -237,6 +276,9 @@ def test_page_in_headless_chromium(run_copy):
     out, clip, _ = run_copy
     write_samples(out, {"base": 0.21, "ohwx-000001": 0.47, "ohwx": 0.39})
     rejected, edited = DONORS
+    # A field a later stage adds to a record (per-face candidates) is shown as it is.
+    choice = {"candidates": {"ghost+codeformer": 0.41, "ghost+gfpgan": 0.47}, "chosen": "ghost+gfpgan"}
+    append_jsonl(out / "manifest.jsonl", {**records(out)[edited], "choice": choice})
 
     def card(driver, key):
         return driver.find_element(By.CSS_SELECTOR, f'article[data-key="{key}"]')
@@ -254,6 +296,9 @@ def test_page_in_headless_chromium(run_copy):
             "const imgs = [...document.querySelectorAll('article.card img')];"
             "return imgs.length === 2 * 4 + 1 && imgs.every(i => i.complete && i.naturalWidth > 0);"))  # fmt: skip
         assert "unusable" in card(driver, "no_face.png").text
+        extra = card(driver, edited).find_element(By.CSS_SELECTOR, "details.extra")
+        assert "choice" in extra.text and "0.470" in extra.text
+        assert extra.find_element(By.CSS_SELECTOR, "tr.chosen").text.startswith("ghost+gfpgan (chosen)")
         story = driver.find_element(By.ID, "story").text
         assert "2 kept, 0 rejected, 1 unusable" in story
 

@@ -51,14 +51,20 @@ def make_app(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+    import sys
     import webbrowser
 
     from builder.console import console
     from builder.review.server import ReviewServer
 
     server = ReviewServer(make_app(args), port=args.port)
+    # Without a display, webbrowser would start a text browser in this terminal instead.
+    headless = sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    if headless and not args.no_browser:
+        console.print("no display here: open the URL in a browser, through an SSH tunnel from a laptop (see README, review)")
     console.print(f"review page for {server.app.out}: [bold]{server.url}[/bold]  (Ctrl-C stops it)")
-    if not args.no_browser:
+    if not args.no_browser and not headless:
         webbrowser.open(server.url)
     server.serve()
     console.print("review server stopped; decisions are in overrides.json")

@@ -24,8 +24,11 @@ from builder.manifest import Record, Tally, result_name
 from builder.overrides import Stamp, load_overrides
 from builder.review.thumbs import KINDS
 
-# Record fields the page shows in their own place; any other field goes to "extra".
-SHOWN = {f.name for f in dataclasses.fields(Record)}
+# Record fields the page shows in their own place, or leaves out (geometry, timings); any other
+# field (one a later stage adds, e.g. per-face candidate scores) is shown under "extra" as it is.
+SHOWN = {"key", "input", "status", "reasons", "output", "face", "donor_face", "transforms", "paste_mask",
+         "quality", "timings", "decided_by", "override"}  # fmt: skip
+QUALITY_SHOWN = {"name", "kept", "reasons", "combined", "scores", "per_photo_reasons"}
 SAMPLES_REPORT = "samples/report.json"
 
 
@@ -79,7 +82,11 @@ def build_card(out: Path, cfg: Config, d: dict[str, Any], overrides: dict[str, d
     cid = card_id(key)
     mine = overrides.get(key, {})
     quality = d.get("quality") or {}
-    scores = {k: v for k, v in (quality.get("scores") or {}).items() if isinstance(v, int | float | str | bool) or v is None}
+    all_scores = quality.get("scores") or {}
+    scores = {k: v for k, v in all_scores.items() if isinstance(v, int | float | str | bool) or v is None}
+    extra = {k: v for k, v in d.items() if k not in SHOWN}
+    extra.update({k: v for k, v in quality.items() if k not in QUALITY_SHOWN})
+    extra.update({k: v for k, v in all_scores.items() if k not in scores})
     if "combined" in quality:
         scores["combined"] = quality["combined"]
     path = caption_path(out, cfg, d)
@@ -105,7 +112,7 @@ def build_card(out: Path, cfg: Config, d: dict[str, Any], overrides: dict[str, d
         "per_photo_reasons": list(quality.get("per_photo_reasons") or quality.get("reasons") or []),
         "donor_face": d.get("donor_face", ""),
         "scores": scores,
-        "extra": {k: v for k, v in d.items() if k not in SHOWN},
+        "extra": extra,
         "override": _stamp(mine.get("status")),
         "caption_override": _stamp(mine.get("caption")),
         "caption": text,

@@ -292,9 +292,11 @@ class ReviewServer:
         return f"http://{LOOPBACK}:{self.port}/"
 
     def serve(self) -> None:
-        """Blocks until Ctrl-C (uvicorn's own signal handling) or ``stop()``."""
+        """Blocks until Ctrl-C or ``stop()``; Ctrl-C is the normal way to stop, not an error."""
         try:
             self.server.run(sockets=[self.sock])
+        except KeyboardInterrupt:  # uvicorn shuts down, then raises the signal it caught again
+            pass
         finally:
             self.sock.close()
 

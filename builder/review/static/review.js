@@ -101,14 +101,16 @@ function picture(url, label, cls) {
   return el("figure", {}, el("img", { src: url, alt: label, class: cls, loading: "lazy" }), el("figcaption", { text: label }));
 }
 
-function extraTable(value) {
-  // Any further data a stage adds to a record (e.g. per-face candidate scores): shown as it is.
+function extraTable(value, inherited = null) {
+  // Any further data a stage adds to a record (e.g. per-face candidate scores): shown as it is,
+  // the entry a "chosen"/"choice" key names marked.
   if (value === null || typeof value !== "object") return document.createTextNode(fmt(value));
   const table = el("table");
-  const chosen = value.chosen ?? value.choice ?? null;
+  const own = value.chosen ?? value.choice ?? null;
+  const chosen = typeof own === "string" ? own : inherited;
   for (const [k, v] of Object.entries(value)) {
     const isChosen = chosen !== null && (k === chosen || (v && typeof v === "object" && v.name === chosen));
-    table.append(el("tr", { class: isChosen ? "chosen" : "" }, el("td", { text: k + (isChosen ? " (chosen)" : "") }), el("td", {}, extraTable(v))));
+    table.append(el("tr", { class: isChosen ? "chosen" : "" }, el("td", { text: k + (isChosen ? " (chosen)" : "") }), el("td", {}, extraTable(v, chosen))));
   }
   return table;
 }
