@@ -13,6 +13,7 @@ from builder.faces import align
 from builder.faces.types import Face
 from builder.quality.scores import box_iou
 from builder.swap.fused import FFHQ_SIZE, FaceJob, FusedPass
+from builder.swap.source import SourceIdentity
 
 
 class ChainedPass:
@@ -22,12 +23,13 @@ class ChainedPass:
         self.fused = fused
         self.detector = detector
 
-    def run(self, jobs: list[FaceJob], identity: np.ndarray) -> list[np.ndarray | None]:
+    def run(self, jobs: list[FaceJob], source: SourceIdentity) -> list[np.ndarray | None]:
         f = self.fused
         m_swap = [f.swapper.alignment(j.face.kps) for j in jobs]
         crops = np.stack([align.warp(j.image, m, f.swapper.crop_size) for j, m in zip(jobs, m_swap, strict=True)])
-        swapped = f.swapper.swap(crops, identity)
-        pasted = [align.paste_back(j.image, s, m, f.swap_edge) for j, s, m in zip(jobs, swapped, m_swap, strict=True)]
+        swapped = f.swapper.swap(crops, source.vectors[f.swapper.name])
+        edge = f.swap_edge(f.swapper)
+        pasted = [align.paste_back(j.image, s, m, edge) for j, s, m in zip(jobs, swapped, m_swap, strict=True)]
         out: list[np.ndarray | None] = []
         for image, job in zip(pasted, jobs, strict=True):
             face = _same_face(self.detector.detect(image), job.face)
@@ -37,7 +39,7 @@ class ChainedPass:
             m_ffhq = align.estimate_ffhq(face.kps, FFHQ_SIZE)
             crop = align.warp(image, m_ffhq, FFHQ_SIZE, border="reflect")
             labels = f.parser.parse(crop[None])[0] if f.parser is not None else None
-            restored = f.restorer.restore(crop[None])[0]
+            restored = f.restorers[0].restore(crop[None])[0]
             mask, _ = f.paste_mask_for(labels)
             out.append(align.paste_back(image, restored, m_ffhq, mask))
         return out

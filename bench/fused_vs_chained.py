@@ -25,15 +25,16 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.chained import ChainedPass
-from bench.identity_models import IdentityRestorer, IdentitySwapper, face_region, psnr
+from bench.identity_models import IdentityRestorer, IdentitySwapper, face_region, fixed_source, psnr
 from builder.config import Config, SwapConfig
 from builder.device import resolve_device
 from builder.faces.detect import make_detector
 from builder.io import list_images, load_image
 from builder.swap.fused import FaceJob, FusedPass
 from builder.swap.parsing import load_parser
-from builder.swap.restore import load_restorer
-from builder.swap.swapper import load_swapper
+from builder.swap.restorers import load_restorer
+from builder.swap.source import SourceIdentity
+from builder.swap.swappers import load_swapper
 
 DONORS = Path(__file__).resolve().parents[2] / "shared" / "data" / "donors"
 
@@ -48,13 +49,13 @@ def jobs_for(paths: list[Path], detector) -> list[FaceJob]:
     return jobs
 
 
-def timed(fn, jobs: list[FaceJob], identity: np.ndarray) -> tuple[float, list]:
+def timed(fn, jobs: list[FaceJob], identity: SourceIdentity) -> tuple[float, list]:
     start = time.perf_counter()
     out = [fn([j], identity)[0] for j in jobs]
     return (time.perf_counter() - start) / max(len(jobs), 1), out
 
 
-def timed_pair(a, b, jobs: list[FaceJob], identity: np.ndarray) -> tuple[float, float, list]:
+def timed_pair(a, b, jobs: list[FaceJob], identity: SourceIdentity) -> tuple[float, float, list]:
     """Seconds per photo of a and b, alternating photo by photo so a change in machine load
     during the run weighs on both alike."""
     ta = tb = 0.0
@@ -88,8 +89,9 @@ def main() -> int:
     plain = SwapConfig(mouth=False, paste_mask="box", restorer="none")
     fused = FusedPass(IdentitySwapper(), IdentityRestorer(), None, plain)
     chained = ChainedPass(fused, detector)
-    _, fused_out = timed(fused.run, jobs, np.ones(512, np.float32))
-    _, chained_out = timed(chained.run, jobs, np.ones(512, np.float32))
+    ones = fixed_source(fused, np.ones(512, np.float32))
+    _, fused_out = timed(fused.run, jobs, ones)
+    _, chained_out = timed(chained.run, jobs, ones)
     fused_psnr, chained_psnr = [], []
     for job, f, c in zip(jobs, fused_out, chained_out, strict=True):
         region = face_region(job.image, job.face.box)
@@ -102,13 +104,14 @@ def main() -> int:
     device = resolve_device(cfg.runtime.device)
     restorer, parser = load_restorer(cfg, device), load_parser(cfg, device)
     timing = FusedPass(IdentitySwapper(), restorer, parser, cfg.swap)
-    identity = np.random.default_rng(0).standard_normal(512).astype(np.float32)
+    identity = fixed_source(timing, np.random.default_rng(0).standard_normal(512).astype(np.float32))
     timing.run(jobs[:1], identity)  # warm-up: first-call allocations are not the pipeline's cost
     t_fused, t_chained, timed_out = timed_pair(timing.run, ChainedPass(timing, detector).run, jobs, identity)
     timed_lost = sum(c is None for c in timed_out)
 
     # 3. The real random-weight GHOST: what the chained pass's second detection makes of it.
     ghost = FusedPass(load_swapper(cfg, device), restorer, parser, cfg.swap)
+    identity = fixed_source(ghost, identity.vector)
     t_ghost, _ = timed(ghost.run, jobs, identity)
     ghost_lost = sum(c is None for c in ChainedPass(ghost, detector).run(jobs, identity))
 

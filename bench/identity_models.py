@@ -10,24 +10,37 @@ from __future__ import annotations
 import numpy as np
 
 from builder.faces import align
+from builder.swap.fused import FusedPass
+from builder.swap.source import SourceIdentity
 
 
 class IdentitySwapper:
+    name = "identity"
     crop_size = 256
 
     def alignment(self, kps: np.ndarray) -> np.ndarray:
         return align.ghost_alignment(kps, self.crop_size)
 
-    def embed_source(self, crops: np.ndarray) -> np.ndarray:
-        return np.ones((len(crops), 512), dtype=np.float32)
+    def embed_source(self, image: np.ndarray, kps: np.ndarray) -> np.ndarray:
+        return np.ones(512, dtype=np.float32)
+
+    def identity(self, raw: np.ndarray) -> np.ndarray:
+        return np.asarray(raw, dtype=np.float32).mean(axis=0)
 
     def swap(self, crops: np.ndarray, identity: np.ndarray) -> np.ndarray:
         return crops.copy()
 
 
 class IdentityRestorer:
+    name = "identity"
+
     def restore(self, crops: np.ndarray) -> np.ndarray:
         return crops.copy()
+
+
+def fixed_source(fused: FusedPass, vector: np.ndarray) -> SourceIdentity:
+    """The same conditioning vector for every swapper of ``fused``, and no judge embedding."""
+    return SourceIdentity({s.name: vector for s in fused.swappers}, None)
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:

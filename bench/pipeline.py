@@ -7,10 +7,17 @@ donor folder grows.
     .venv/bin/python -m bench.pipeline --scaling ""           # skip the 50/500 memory runs
 
 Models run with --random-weights (real architectures, seeded weights): the time a forward
-pass takes does not depend on the weights' values. Every model call is timed by wrapping
-the loaded models' methods (detect, judge embed, swap, parse, restore, caption); "outside"
-is the wall time of the build after model loading minus those calls: decoding, warps,
-masks, paste, scoring arithmetic, writes, manifest, settling, contact sheets and TOMLs.
+pass takes does not depend on the weights' values. The ONNX swappers (inswapper, HyperSwap,
+SimSwap) are the exception: their stand-ins have the published graphs' inputs and outputs but
+only a few convolutions inside, so their swap times are the pre/post-processing plus a tiny
+graph, a lower bound, not the published models' cost.
+
+    .venv/bin/python -m bench.pipeline --photos 8 --scaling "" --cheap --extra --set swap.swapper=best \
+        --set swap.swapper_candidates=ghost,inswapper_128,hyperswap_1a_256,simswap_256   # s/face per swapper
+
+Every model call is timed by wrapping the loaded models' methods (detect, judge embed, swap,
+parse, restore, caption); "outside" is the wall time of the build after model loading minus
+those calls: decoding, warps, masks, paste, scoring arithmetic, writes, manifest, settling, contact sheets and TOMLs.
 
 The memory runs are separate processes (peak RSS is per process), one per folder size, with
 the cheapest real configuration so 500 photos finish on a laptop CPU: G_unet_1block, no
@@ -42,10 +49,11 @@ from builder.caption.recaption import recaption
 from builder.cli.common import build_config
 from builder.io import list_images, load_image
 from builder.kohya.files import write_kohya_files
+from tests.conftest import DATA as TEST_DATA
 from tests.fixtures.clip import write_clip_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = REPO.parent / "shared" / "data"
+DATA = TEST_DATA  # the shared photos, found as the tests find them (a worktree sits elsewhere)
 STAGES = ("decode", "detect", "warp", "swap", "carry", "parse", "mouth", "restore", "paste", "score", "write")
 CHEAP = ["--generator", "G_unet_1block", "--restorer", "none", "--no-mouth", "--set", "swap.paste_mask=box",
          "--detector", "dlib", "--judge", "dlib", "--caption-backend", "none"]  # fmt: skip
@@ -89,8 +97,10 @@ def timed_models(real_load):
         FORWARD["(model loading, not counted)"] = time.perf_counter() - t0
         wrap(models.detector, "detect", "detect")
         wrap(models.judge, "judge embed", "embed")
-        wrap(models.fused.swapper, "swap", "swap", "embed_source")
-        wrap(models.fused.restorer, "restore", "restore")
+        for swapper in models.fused.swappers:  # one line per candidate in the "best" modes
+            wrap(swapper, f"swap {swapper.name}", "swap", "embed_source")
+        for restorer in models.fused.restorers:
+            wrap(restorer, f"restore {restorer.name}", "restore")
         wrap(models.fused.parser, "parse", "parse")
         return models
 
@@ -170,7 +180,7 @@ def main_run(args: argparse.Namespace, clip: Path, tmp: Path) -> None:
         for k, v in r.timings.items():
             per_stage[k] += v
     print(f"== build on {n} donor photos ({args.side or 'native'} px side), random weights, device {args.device}")
-    print(f"   generator {cfg.swap.generator}, restorer {cfg.swap.restorer}, mouth {cfg.swap.mouth}, "
+    print(f"   swapper {cfg.swap.swapper}, generator {cfg.swap.generator}, restorer {cfg.swap.restorer}, mouth {cfg.swap.mouth}, "
           f"paste mask {cfg.swap.paste_mask}, detector {cfg.faces.detector}, judge {cfg.faces.judge}, "
           f"caption {cfg.caption.backend}, batch {cfg.swap.batch_size}, torch threads {_threads()}")  # fmt: skip
     print(f"model loading: {load:.2f}s (not counted below)")
@@ -181,6 +191,11 @@ def main_run(args: argparse.Namespace, clip: Path, tmp: Path) -> None:
         extra = f"  ({v / max(n, 1):.3f}/photo)" if k != "photos (run_build)" else ""
         print(f"   {k:24s} {v - (load if k == 'photos (run_build)' else 0):8.2f}s{extra}")
     print("model forward calls (wall seconds): " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(FORWARD.items())))
+    for stage in ("swap", "restore"):  # per backend: the "best" modes run every candidate
+        parts = {k.split(" ", 1)[1]: v for k, v in FORWARD.items() if k.startswith(f"{stage} ")}
+        total = sum(parts.values())
+        each = ", ".join(f"{k} {v / max(n, 1):.3f}" for k, v in parts.items())
+        print(f"{stage}: {total / max(n, 1):.3f} s per face ({each}), {total / work:.1%} of the build")
     print(f"images per second: {n / work:.3f} ({n} photos in {work:.2f}s after loading)")
     print("peak RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in res["rss"].items()))
     print(f"peak GPU memory: {gpu_peak()}")

@@ -45,14 +45,14 @@ from builder.manifest import (
     result_name,
 )
 from builder.overrides import load_overrides
-from builder.quality.decide import NO_FACE, Assessment, assess
+from builder.quality.decide import NO_FACE, Assessment, assess, identity_thresholds
 from builder.quality.dedup import finalize
 from builder.quality.scores import Scores, score_result
 from builder.swap.fused import FaceJob, FusedPass, FusedResult
 from builder.swap.parsing import load_parser
-from builder.swap.restore import load_restorer
+from builder.swap.restorers import load_restorers
 from builder.swap.source import SourceIdentity, source_identity, source_paths
-from builder.swap.swapper import load_swapper
+from builder.swap.swappers import load_swappers
 
 MANIFEST = "manifest.jsonl"
 RESULTS = "results"
@@ -72,10 +72,14 @@ def load_models(cfg: Config) -> Models:
     from builder.device import resolve_device
 
     device = resolve_device(cfg.runtime.device)
-    swapper = load_swapper(cfg, device)
-    restorer = load_restorer(cfg, device)
+    swappers = load_swappers(cfg, device)
+    restorers = load_restorers(cfg, device)
     parser = load_parser(cfg, device) if cfg.swap.needs_parser else None
-    return Models(make_detector(cfg), make_judge(cfg), FusedPass(swapper, restorer, parser, cfg.swap))
+    judge = make_judge(cfg)
+    # the swapper best-of skips a swap that "did not take" by the quality filter's own threshold
+    _, max_donor = identity_thresholds(cfg.quality, cfg.faces.judge)
+    fused = FusedPass(swappers, restorers, parser, cfg.swap, judge, max_donor)
+    return Models(make_detector(cfg), judge, fused)
 
 
 @dataclass
@@ -182,7 +186,7 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
 
 def _source(cfg: Config, models: Models, out: Path) -> SourceIdentity:
     source = source_identity(
-        source_paths(cfg.paths.source), models.detector, models.fused.swapper, models.judge, cfg.runtime.max_pixels
+        source_paths(cfg.paths.source), models.detector, models.fused.swappers, models.judge, cfg.runtime.max_pixels
     )
     atomic_write_json(out / SOURCE_REPORT, {"used": source.used, "failed": [list(f) for f in source.failed]})
     for path, reason in source.failed:
@@ -275,7 +279,7 @@ def _donor_reference(paths: Iterable[Path], cfg: Config, models: Models) -> tupl
 def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models: Models, out: Path) -> list[Record]:
     if not batch:
         return []
-    results: list[FusedResult] = models.fused.run([FaceJob(p.image, p.face) for p in batch], source.vector)
+    results: list[FusedResult] = models.fused.run([FaceJob(p.image, p.face) for p in batch], source)
     records = []
     for p, res in zip(batch, results, strict=True):
         name = result_name(p.key)
@@ -296,6 +300,7 @@ def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models
                 donor_face=p.donor_face,
                 transforms={"swap": np.round(res.m_swap, 6).tolist(), "ffhq": np.round(res.m_ffhq, 6).tolist()},
                 paste_mask=res.paste_mask,
+                choice=res.choice_dict(),
                 quality=quality.to_dict(),
                 timings={k: round(v, 4) for k, v in {**p.timings, **res.timings, "score": t1 - t0, "write": t2 - t1}.items()},
             )

@@ -61,11 +61,24 @@ class FacesConfig:
 
 @dataclass
 class SwapConfig:
-    generator: Literal["G_unet_1block", "G_unet_2blocks", "G_unet_3blocks"] = "G_unet_2blocks"
+    # "best": every swap.swapper_candidates runs on each face, the judge keeps the one that
+    # best carries the source identity (README, build)
+    swapper: Literal[
+        "ghost", "inswapper_128", "hyperswap_1a_256", "hyperswap_1b_256", "hyperswap_1c_256", "simswap_256", "best"
+    ] = "ghost"
+    swapper_candidates: list[str] = field(
+        default_factory=lambda: ["ghost", "inswapper_128", "hyperswap_1a_256", "simswap_256"]
+    )
+    generator: Literal["G_unet_1block", "G_unet_2blocks", "G_unet_3blocks"] = "G_unet_2blocks"  # GHOST's
     mouth: bool = True
     mouth_dilate: int = 9  # px in the 512 crop
     mouth_feather: int = 11  # px in the 512 crop
-    restorer: Literal["codeformer", "gfpgan", "none"] = "codeformer"
+    restorer: Literal["codeformer", "gfpgan", "gpen_bfr_512", "none", "best"] = "codeformer"
+    # "best" restores each face with every candidate spec ("name" or "name:key=value") and keeps
+    # the one the judge finds closest to the source (ties: the sharper)
+    restorer_candidates: list[str] = field(
+        default_factory=lambda: ["codeformer:w=0.5", "codeformer:w=1.0", "gfpgan"]
+    )
     codeformer_w: float = 0.7
     parser: Literal["bisenet", "parsenet"] = "bisenet"
     paste_mask: Literal["parsing", "box"] = "parsing"
@@ -90,10 +103,49 @@ class QualityConfig:
     keep: int = 0  # 0 keeps everything that passes
 
 
+# ---- caption: trait pruning ----
+# Words and tags for the face's fixed traits. A character LoRA learns the face best when
+# captions leave these out, so that the trigger carries them (README, caption). Matched as
+# whole words, any case; a tag containing one is dropped. The danbooru tags "lips" and
+# "nose" are what WD14 writes for a visible mouth and nose on photos.
+_EYE_COLOURS = ("blue", "brown", "green", "grey", "gray", "hazel", "amber", "black", "aqua", "purple", "red", "yellow")
+TRAIT_WORDS = (
+    *(f"{c} eyes" for c in _EYE_COLOURS), "heterochromia", "freckles", "freckled", "freckles on her face",
+    "freckles on his face", "mole", "moles", "mole under eye", "mole under mouth", "beauty mark", "dimples",
+    "round face", "oval face", "square face", "heart-shaped face", "long face", "high cheekbones",
+    "strong jawline", "sharp jawline", "full lips", "thin lips", "thick lips", "plump lips", "lips",
+    "small nose", "big nose", "large nose", "pointed nose", "button nose", "nose", "thick eyebrows",
+    "thin eyebrows", "bushy eyebrows", "long eyelashes", "eyelashes",
+)
+# Pruned too when caption.describe_hair is false (hair then belongs to the trigger as well).
+_HAIR_COLOURS = ("blonde", "brown", "black", "red", "auburn", "grey", "gray", "white", "dark", "light brown", "pink", "silver")
+HAIR_WORDS = (
+    *(f"{c} hair" for c in _HAIR_COLOURS), "blonde", "brunette", "redhead",
+    "short hair", "long hair", "very long hair", "medium hair", "shoulder-length hair", "curly hair",
+    "wavy hair", "straight hair", "messy hair", "hair bun", "single hair bun", "ponytail", "side ponytail",
+    "twintails", "braid", "braids", "bangs", "blunt bangs", "swept bangs", "bob cut", "sidelocks",
+    "hair between eyes", "bald",
+)
+
+
 @dataclass
 class CaptionConfig:
-    backend: Literal["blip", "lavis", "none"] = "blip"
+    # blip | lavis | florence2 (sentences), wd14 (tags), or a sentence backend + wd14 (both)
+    backend: Literal["blip", "lavis", "florence2", "wd14", "blip+wd14", "florence2+wd14", "none"] = "blip"
     model: str = "Salesforce/blip-image-captioning-large"
+    # Florence-2 (native transformers classes): florence2_large, florence2_base, a repo id or a folder
+    florence2_model: str = "florence2_large"
+    florence2_task: Literal["<DETAILED_CAPTION>", "<MORE_DETAILED_CAPTION>"] = "<DETAILED_CAPTION>"
+    florence2_max_new_tokens: int = 256  # generated tokens; the CLIP budget (max_tokens) still applies
+    # WD14 v3 tagger: wd14_swinv2, wd14_eva02_large, wd14_vit, a repo id, or a folder with
+    # model.onnx and selected_tags.csv
+    wd14_model: str = "wd14_swinv2"
+    wd14_general_threshold: float = 0.35  # kohya's --thresh and the wd-tagger space's default
+    wd14_character_threshold: float = 0.85  # the wd-tagger space's default
+    wd14_remove_underscore: bool = True  # kohya's --remove_underscore: "long_hair" -> "long hair", not "^_^"
+    trait_words: list[str] = field(default_factory=lambda: list(TRAIT_WORDS))  # removed so the trigger carries them
+    describe_hair: bool = True  # false: hair_words are pruned too
+    hair_words: list[str] = field(default_factory=lambda: list(HAIR_WORDS))
     batch_size: int = 8
     beams: int = 3
     sampling: bool = False

@@ -129,16 +129,28 @@ REJECTS_SHEET = "contact_sheet_rejects.png"
 
 
 def write_quality_sheets(
-    pictures: list[tuple[Path, Assessment]], out_dir: Path, thumb: int = 256, max_pixels: int = 60_000_000
+    pictures: list[tuple[Path, Assessment]],
+    out_dir: Path,
+    thumb: int = 256,
+    max_pixels: int = 60_000_000,
+    made_by: dict[str, str] | None = None,
 ) -> tuple[Path | None, Path | None]:
     """``contact_sheet.png`` of the kept pictures (labelled with name and combined score)
     and ``contact_sheet_rejects.png`` of the rest (labelled with name and reasons).
 
     ``pictures`` pairs each assessment with the file to show: the result, or the donor
-    photo where no result was made. A sheet with nothing on it is not written.
+    photo where no result was made. ``made_by`` (by assessment name) adds the swapper and
+    restorer a "best" mode chose to the label. A sheet with nothing on it is not written.
     """
-    kept = [(p, f"{a.name} {a.combined:.2f}") for p, a in pictures if a.decision.kept]
-    rejected = [(p, f"{a.name}: {'; '.join(a.decision.reasons)}") for p, a in pictures if not a.decision.kept]
+    made_by = made_by or {}
+
+    def tag(a: Assessment) -> str:
+        return f" [{made_by[a.name]}]" if a.name in made_by else ""
+
+    kept = [(p, f"{a.name} {a.combined:.2f}{tag(a)}") for p, a in pictures if a.decision.kept]
+    rejected = [
+        (p, f"{a.name}{tag(a)}: {'; '.join(a.decision.reasons)}") for p, a in pictures if not a.decision.kept
+    ]
     return (
         write_contact_sheet(kept, Path(out_dir) / KEPT_SHEET, thumb, max_pixels),
         write_contact_sheet(rejected, Path(out_dir) / REJECTS_SHEET, thumb, max_pixels),

@@ -2,10 +2,11 @@
 
 A file downloads into ``<file>.part`` beside its final place; an interrupted download
 resumes from there with an HTTP Range request. Only a file whose size and sha256 match
-the registry is moved to its final name (one ``os.replace``), so a file under its final
-name is always complete. Each host is probed with a short connect timeout first, so a
-machine without network fails in seconds with a message that says, for every missing
-file, its URL and the exact path to put it by hand.
+the registry (and its CRC32, where one is published) is moved to its final name (one
+``os.replace``), so a file under its final name is always complete. A file with mirrors is
+tried at each URL in turn until one verifies. Each host is probed with a short connect
+timeout first, so a machine without network fails in seconds with a message that says, for
+every missing file, its URL and the exact path to put it by hand.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import socket
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -94,11 +96,12 @@ def download_file(
     label: str,
     progress: Progress | None = None,
     read_timeout: float = READ_TIMEOUT,
+    crc32: str | None = None,
 ) -> str:
     """Download ``url`` to ``dest`` through ``dest.part`` (resumed if present); return its sha256.
 
     Raises DownloadError naming the URL and the file when the transfer fails (the .part
-    is kept for the next attempt) or when size or sha256 differ (the .part is deleted).
+    is kept for the next attempt) or when size, sha256 or CRC32 differ (the .part is deleted).
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -107,11 +110,12 @@ def download_file(
     if size is not None and offset > size:
         part.unlink()
         offset = 0
-    hasher = hashlib.sha256()
+    hasher, crc = hashlib.sha256(), 0
     if offset:
         with open(part, "rb") as fh:
             while chunk := fh.read(CHUNK):
                 hasher.update(chunk)
+                crc = zlib.crc32(chunk, crc)
     task = progress.add_task(label, total=size, completed=offset) if progress else None
 
     expected = size
@@ -132,7 +136,7 @@ def download_file(
             with resp:
                 mode = "ab"
                 if offset and resp.status != 206:  # the server ignored Range: start over
-                    offset, mode, hasher = 0, "wb", hashlib.sha256()
+                    offset, mode, hasher, crc = 0, "wb", hashlib.sha256(), 0
                 length = resp.headers.get("Content-Length")
                 if length and length.isdigit() and not resp.headers.get("Content-Encoding"):
                     # Without a registry size, the server's length is what "complete" means.
@@ -144,6 +148,7 @@ def download_file(
                         while chunk := resp.read(CHUNK):
                             fh.write(chunk)
                             hasher.update(chunk)
+                            crc = zlib.crc32(chunk, crc)
                             if progress is not None and task is not None:
                                 progress.advance(task, len(chunk))
                         fh.flush()
@@ -168,6 +173,11 @@ def download_file(
             f"{url}: checksum bad: got {got:,} B with sha256 {digest}, expected "
             f"{size if size is not None else 'any'} B with sha256 {sha256 or 'unknown'}; "
             f"deleted {part}"
+        )
+    if crc32 is not None and f"{crc:08x}" != crc32.lower():
+        part.unlink()
+        raise DownloadError(
+            f"{url}: checksum bad: CRC32 {crc:08x}, expected {crc32.lower()}; deleted {part}"
         )
     os.replace(part, dest)
     return digest
@@ -221,14 +231,44 @@ def extract_pack(spec: W.WeightSpec, zip_path: Path, folder: Path) -> Path:
     return folder
 
 
-def _fetch_file(spec: W.WeightSpec, weights_dir: str, progress: Progress) -> Path:
+def read_crc32_file(url: str, read_timeout: float = READ_TIMEOUT) -> str:
+    """The 8-hex-digit CRC32 a published hash file (FaceFusion's ``.hash``) holds."""
+    try:
+        request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
+        with urllib.request.urlopen(request, timeout=read_timeout) as resp:
+            text = resp.read(64).decode("ascii", "replace").strip().lower()
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DownloadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    if len(text) != 8 or any(c not in "0123456789abcdef" for c in text):
+        raise DownloadError(f"{url}: not a CRC32 hash file (it holds {text[:20]!r})")
+    return text
+
+
+def _fetch_file(spec: W.WeightSpec, weights_dir: str, probe: HostProbe, progress: Progress) -> Path:
+    """Try the official URL, then each mirror, until one gives a file that verifies."""
     dest = W.download_path(spec.name, weights_dir)
-    digest = download_file(
-        spec.url, dest, size=spec.size, sha256=spec.sha256, label=spec.filename, progress=progress
-    )
-    if spec.sha256 is not None:
-        W.remember_verified(dest, digest, weights_dir)
-    return dest
+    errors: list[str] = []
+    for url in (spec.url, *spec.mirrors):
+        if err := probe.error(url):
+            errors.append(err)
+            continue
+        try:
+            crc32 = spec.crc32
+            if crc32 is None and spec.crc32_file:
+                crc32 = read_crc32_file(f"{url.rsplit('/', 1)[0]}/{spec.crc32_file}")
+            digest = download_file(
+                url, dest, size=spec.size, sha256=spec.sha256, label=spec.filename,
+                progress=progress, crc32=crc32,
+            )
+        except DownloadError as exc:
+            errors.append(str(exc))
+            continue
+        if spec.sha256 is not None:
+            W.remember_verified(dest, digest, weights_dir)
+        return dest
+    raise DownloadError("; ".join(errors))
 
 
 def _fetch_zip(spec: W.WeightSpec, weights_dir: str, probe: HostProbe, progress: Progress) -> Path:
@@ -242,9 +282,7 @@ def _fetch_zip(spec: W.WeightSpec, weights_dir: str, probe: HostProbe, progress:
                 "delete it and fetch again"
             )
     else:
-        if err := probe.error(spec.url):
-            raise DownloadError(err)
-        _fetch_file(spec, weights_dir, progress)
+        _fetch_file(spec, weights_dir, probe, progress)
     folder = extract_pack(spec, zip_path, W.weight_path(spec.name, weights_dir))
     zip_path.unlink()
     return folder
@@ -258,15 +296,17 @@ def _fetch_hf(spec: W.WeightSpec, probe: HostProbe) -> Path:
     if err := probe.error(constants.ENDPOINT):
         raise DownloadError(err)
     try:
-        snap = Path(snapshot_download(spec.url, allow_patterns=W.HF_ALLOW))
-        if not any((snap / w).is_file() for w in W.HF_WEIGHT_FILES):
+        # A repo with named members (the WD14 taggers' ONNX and tag list) gets only those.
+        snap = Path(snapshot_download(spec.url, allow_patterns=list(spec.members) or W.HF_ALLOW))
+        if not spec.members and not any((snap / w).is_file() for w in W.HF_WEIGHT_FILES):
             # Older repos have only the pickle; fetch it rather than every format there.
             hf_hub_download(spec.url, "pytorch_model.bin")
     except Exception as exc:  # the hub raises many types (HTTP, offline, validation)
         raise DownloadError(f"{spec.url}: {type(exc).__name__}: {exc}") from None
     found = W.hf_snapshot(spec)
     if found is None:
-        raise DownloadError(f"{spec.url}: the hub snapshot has no config.json and weights")
+        wanted = ", ".join(spec.members) or "config.json and weights"
+        raise DownloadError(f"{spec.url}: the hub snapshot has no {wanted}")
     return found
 
 
@@ -295,9 +335,7 @@ def fetch(names: list[str], weights_dir: str = "", connect_timeout: float = CONN
                 elif spec.kind == "zip":
                     path = _fetch_zip(spec, weights_dir, probe, progress)
                 else:
-                    if err := probe.error(spec.url):
-                        raise DownloadError(err)
-                    path = _fetch_file(spec, weights_dir, progress)
+                    path = _fetch_file(spec, weights_dir, probe, progress)
             except DownloadError as exc:
                 failures.append((spec, str(exc)))
                 continue
@@ -309,6 +347,7 @@ def fetch(names: list[str], weights_dir: str = "", connect_timeout: float = CONN
             lines += [
                 f"  - {spec.filename} ({spec.name}): {reason}",
                 f"      URL: {W.page_url(spec)}",
+                *(f"      mirror: {m}" for m in spec.mirrors),
                 f"      by hand: {W.manual_hint(spec, weights_dir)}",
             ]
         raise MissingWeightError("\n".join(lines))

@@ -41,6 +41,8 @@ class Record:
     donor_face: str = ""  # which face was taken and why
     transforms: dict[str, list[list[float]]] | None = None  # image->crop affines
     paste_mask: str | None = None
+    # the swapper and restorer that made the result; in "best" modes every candidate's judge scores
+    choice: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None  # builder.quality Assessment: scores, combined, reasons
     timings: dict[str, float] = field(default_factory=dict)
     decided_by: str = ""  # BY_SCORES, BY_RANDOM_WEIGHTS or BY_OVERRIDE ("" for a failed photo)

@@ -102,8 +102,9 @@ def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
     """
     from builder import weights as W
     from builder.caption.clip_tokenizer import open_clip_bpe
+    from builder.needs import needed_for
 
-    names = W.needed_for(cfg)
+    names = needed_for(cfg)
     if not {"train", "sample"} & set(stages):
         names = [n for n in names if n != "sd15_base"]
     missing = [n for n in names if W.state(n, cfg.runtime.weights_dir).state == W.MISSING]
@@ -148,7 +149,7 @@ def run_stages(cfg: Config, until: str = "sample") -> RunSummary:
 
 
 def write_sheets(summary: BuildSummary, cfg: Config) -> None:
-    pictures = []
+    pictures, made_by = [], {}
     for r in sorted(summary.records, key=lambda r: r.key):
         if not r.quality:
             continue
@@ -156,7 +157,15 @@ def write_sheets(summary: BuildSummary, cfg: Config) -> None:
         assessment = Assessment.from_dict(r.quality)
         assessment.decision.kept = r.status == KEPT  # --random-weights keeps what the scores reject
         pictures.append((shown, assessment))
-    write_quality_sheets(pictures, summary.out, max_pixels=cfg.runtime.max_pixels)
+        if label := chosen_label(r.choice):
+            made_by[assessment.name] = label
+    write_quality_sheets(pictures, summary.out, max_pixels=cfg.runtime.max_pixels, made_by=made_by)
+
+
+def chosen_label(choice: dict | None) -> str:
+    """"hyperswap_1a_256 + gfpgan": the stages whose "best" mode picked among candidates."""
+    picked = [c["chosen"] for c in (choice or {}).values() if c.get("candidates")]
+    return " + ".join(picked)
 
 
 def print_build_summary(summary: BuildSummary) -> None:

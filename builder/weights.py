@@ -27,9 +27,12 @@ from typing import TYPE_CHECKING
 from builder.errors import BuilderError, MissingWeightError
 
 if TYPE_CHECKING:
-    from builder.config import Config
+    pass
 
 ENV_VAR = "LORA_BUILDER_WEIGHTS"
+# The CLIP tokenizer kohya trains SD 1.5 with. Here, below both the caption package and the
+# registry's users, so that imports run one way (caption -> weights, never back).
+CLIP_REPO_ID = "openai/clip-vit-large-patch14"
 VERIFIED_FILE = ".verified.json"
 
 
@@ -44,14 +47,27 @@ class WeightSpec:
     purpose: str
     kind: str = "file"  # file | zip | hf
     subdir: str = ""  # folder inside the cache
-    members: tuple[str, ...] = ()  # zip: the .onnx files a usable pack must hold
+    members: tuple[str, ...] = ()  # zip: the .onnx files a usable pack must hold; hf: the only files fetched
     optional: bool = False  # not fetched unless named (or --all)
+    mirrors: tuple[str, ...] = ()  # further URLs of the same file, tried in order after url
+    crc32: str | None = None  # zlib CRC32 (8 hex digits) where a published value is known
+    # A file published beside the download holding its CRC32 (FaceFusion's .hash), fetched from
+    # the same folder as whichever URL serves the file and checked when crc32 is unknown.
+    crc32_file: str = ""
 
 
 _SBER = "https://github.com/sberbank-ai/sber-swap/releases/download"
 _INSIGHTFACE = "https://github.com/deepinsight/insightface/releases/download/v0.7"
 _GHOST_LICENSE = "Apache-2.0 (ai-forever/ghost LICENSE)"
 _INSIGHTFACE_LICENSE = "insightface models: non-commercial research only"
+_FF_GITHUB = "https://github.com/facefusion/facefusion-assets/releases/download"
+_FF_HF = "https://huggingface.co/facefusion"
+# Licences as FaceFusion's model table states them (face_swapper/core.py __metadata__).
+_RESEARCH_RAIL = "ResearchRAIL (FaceFusion, 2025): research use"
+_SIMSWAP_LICENSE = "SimSwap (neuralchen): non-commercial"
+# FaceFusion lists the converter under SimSwap's non-commercial entry; facefusion-labs' CrossFace
+# README badges its code OpenRAIL-MS.
+_CROSSFACE_LICENSE = "non-commercial (FaceFusion's SimSwap entry); CrossFace code OpenRAIL-MS"
 _SPECS = [
     # GHOST generators and identity net. URLs: ai-forever/ghost download_models.sh
     # (sber-swap-v2.0 and arcface releases). No published size or sha256 found: unknown.
@@ -118,6 +134,17 @@ _SPECS = [
         348_632_874, "e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
         "Apache-2.0 (TencentARC/GFPGAN)", "GFPGAN v1.4 face restorer", subdir="gfpgan",
     ),
+    # ---- GPEN ----
+    # URL: yangxy/GPEN README (2c73670), the file face_model/face_gan.py loads as a raw state
+    # dict. No published size or sha256 found (the mirrors seen list only the URL): unknown.
+    # Licence: the repo has no LICENSE file and its README withholds its best model "due to
+    # commercial issues"; FaceFusion lists this model as Non-Commercial.
+    WeightSpec(
+        "gpen_bfr_512", "GPEN-BFR-512.pth",
+        "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-512.pth",
+        None, None, "non-commercial (yangxy/GPEN: no licence file; FaceFusion: Non-Commercial)",
+        "GPEN-BFR-512 face restorer", subdir="gpen",
+    ),
     # URLs: facexlib/parsing/__init__.py. sha256: the AUR python-facexlib PKGBUILD (which
     # pairs each release URL with its sha256); sizes: a model-info manifest listing those hashes.
     WeightSpec(
@@ -143,6 +170,81 @@ _SPECS = [
         "blip_base", "Salesforce/blip-image-captioning-base",
         "Salesforce/blip-image-captioning-base", None, None,
         "BSD-3-Clause (Salesforce BLIP)", "BLIP captioner, base", kind="hf", optional=True,
+    ),
+    # ---- captions: WD14 taggers and Florence-2 ----
+    # SmilingWolf's v3 taggers (apache-2.0): only model.onnx and selected_tags.csv are fetched,
+    # not the timm safetensors beside them. Florence-2 in transformers' native format (MIT):
+    # the florence-community conversions, which need no trust_remote_code. Sizes not pinned
+    # (hub repos; the hub checks each file's LFS sha256 as it downloads).
+    WeightSpec(
+        "wd14_swinv2", "SmilingWolf/wd-swinv2-tagger-v3", "SmilingWolf/wd-swinv2-tagger-v3", None, None,
+        "Apache-2.0 (SmilingWolf)", "WD14 v3 tagger, SwinV2 (caption.wd14_model default)", kind="hf",
+        members=("model.onnx", "selected_tags.csv"), optional=True,
+    ),
+    WeightSpec(
+        "wd14_eva02_large", "SmilingWolf/wd-eva02-large-tagger-v3", "SmilingWolf/wd-eva02-large-tagger-v3",
+        None, None, "Apache-2.0 (SmilingWolf)", "WD14 v3 tagger, EVA02-Large", kind="hf",
+        members=("model.onnx", "selected_tags.csv"), optional=True,
+    ),
+    WeightSpec(
+        "wd14_vit", "SmilingWolf/wd-vit-tagger-v3", "SmilingWolf/wd-vit-tagger-v3", None, None,
+        "Apache-2.0 (SmilingWolf)", "WD14 v3 tagger, ViT", kind="hf",
+        members=("model.onnx", "selected_tags.csv"), optional=True,
+    ),
+    WeightSpec(
+        "florence2_large", "florence-community/Florence-2-large", "florence-community/Florence-2-large",
+        None, None, "MIT (microsoft/Florence-2)", "Florence-2 large captioner, 0.77B (caption.florence2_model default)",
+        kind="hf", optional=True,
+    ),
+    WeightSpec(
+        "florence2_base", "florence-community/Florence-2-base", "florence-community/Florence-2-base",
+        None, None, "MIT (microsoft/Florence-2)", "Florence-2 base captioner, 0.23B", kind="hf", optional=True,
+    ),
+    # ---- ONNX swappers (FaceFusion assets) ----
+    # URLs: facefusion face_swapper/core.py (resolve_download_url: the GitHub release, then the
+    # Hugging Face mirror). Each is checked against FaceFusion's CRC32 .hash beside it (no public
+    # copy of those values was found). sha256 and sizes: public manifests that pin these exact
+    # files. inswapper a290273e... / 555,303,150 B: several (the models-3.0.0 copy, a re-export;
+    # insightface's original file is e4a3f08c..., 554,253,681 B, and is not what these URLs serve).
+    # hyperswap 1a/1b/1c: two manifests each for the sha256; 402,742,682 B for 1a and 1c from two
+    # and for 1b from one (the three are one architecture). simswap_256 and crossface_simswap:
+    # no published sha256 or size found: unknown, the .hash is the only check.
+    *(
+        WeightSpec(
+            name, f"{name}.onnx", f"{_FF_GITHUB}/{base}/{name}.onnx", size, sha256, lic, purpose,
+            subdir="facefusion", mirrors=(f"{_FF_HF}/{base}/resolve/main/{name}.onnx",),
+            crc32_file=f"{name}.hash", optional=True,
+        )
+        for name, base, size, sha256, lic, purpose in (
+            (
+                "inswapper_128", "models-3.0.0", 555_303_150,
+                "a290273ed497312095dac48cdef20feec9d5208298223dd01288ab202b54bea7",
+                _INSIGHTFACE_LICENSE, "insightface INSwapper 128 face swapper",
+            ),
+            (
+                "hyperswap_1a_256", "models-3.3.0", 402_742_682,
+                "c0e98a8a03a238f461ed3d2570e426b49f46745ee400854a60dceeb70c246add",
+                _RESEARCH_RAIL, "FaceFusion HyperSwap 1a 256 face swapper",
+            ),
+            (
+                "hyperswap_1b_256", "models-3.3.0", 402_742_682,
+                "5124031789c42f71b9558fb71954ef7aedb6da7ed9fac79293e23c61a792a73e",
+                _RESEARCH_RAIL, "FaceFusion HyperSwap 1b 256 face swapper",
+            ),
+            (
+                "hyperswap_1c_256", "models-3.3.0", 402_742_682,
+                "5528c2d76fe9986c99d829278987ef9f3a630cb606db7628d02b57b330f406a5",
+                _RESEARCH_RAIL, "FaceFusion HyperSwap 1c 256 face swapper",
+            ),
+            (
+                "simswap_256", "models-3.0.0", None, None,
+                _SIMSWAP_LICENSE, "SimSwap 256 face swapper (neuralchen)",
+            ),
+            (
+                "crossface_simswap", "models-3.4.0", None, None,
+                _CROSSFACE_LICENSE, "CrossFace: w600k_r50 ArcFace -> SimSwap's identity space",
+            ),
+        )
     ),
     # CLIP's BPE merges: the CLIP tokenizer (caption token counts, sd-scripts' tokenizer_cache_dir)
     # is built from it offline (builder.caption.clip_tokenizer). sha256 924691ac...: keras-cv's
@@ -228,7 +330,7 @@ def pack_folder(spec: WeightSpec, folder: Path) -> Path | None:
 
 
 def hf_snapshot(spec: WeightSpec) -> Path | None:
-    """The cached snapshot folder of a hub repo that holds a config and weights, or None."""
+    """The cached snapshot folder of a hub repo that holds its members (else a config and weights), or None."""
     repo = hf_cache_dir() / ("models--" + spec.url.replace("/", "--"))
     ref = repo / "refs" / "main"
     candidates = []
@@ -238,7 +340,10 @@ def hf_snapshot(spec: WeightSpec) -> Path | None:
     if snapshots.is_dir():
         candidates += sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True)
     for snap in candidates:
-        if (snap / "config.json").is_file() and any((snap / w).is_file() for w in HF_WEIGHT_FILES):
+        if spec.members:
+            if all((snap / m).is_file() for m in spec.members):
+                return snap
+        elif (snap / "config.json").is_file() and any((snap / w).is_file() for w in HF_WEIGHT_FILES):
             return snap
     return None
 
@@ -380,45 +485,6 @@ def _partial_note(spec: WeightSpec, weights_dir: str) -> str:
     if part.is_file():
         return f"{part.stat().st_size / 1e6:.1f} MB downloaded, --fetch resumes"
     return ""
-
-
-def clip_bpe_needed(cfg: Config) -> bool:
-    """The CLIP tokenizer is built from clip_bpe unless both its users are given a folder."""
-    from builder.caption.clip_tokenizer import CLIP_REPO_ID
-
-    return cfg.caption.clip_tokenizer == CLIP_REPO_ID or not cfg.kohya.tokenizer_cache_dir
-
-
-def needed_for(cfg: Config) -> list[str]:
-    """Registry names the given configuration will load.
-
-    Random weights load no model, but the CLIP tokenizer is data, not weights: a
-    random-weight run still counts caption tokens with the real one.
-    """
-    tokenizer = ["clip_bpe"] if clip_bpe_needed(cfg) else []
-    # Training and sampling fall back to the registry's SD 1.5 when no base model is given;
-    # it is the user's model, not ours, so random weights do not replace it.
-    data = tokenizer + ([] if cfg.paths.base_model else ["sd15_base"])
-    if cfg.runtime.random_weights:
-        return data
-    names = {
-        "G_unet_1block": "ghost_unet_1block",
-        "G_unet_2blocks": "ghost_unet_2blocks",
-        "G_unet_3blocks": "ghost_unet_3blocks",
-    }
-    out = [names[cfg.swap.generator], "ghost_arcface"]
-    if cfg.faces.detector == "insightface" or cfg.faces.judge == "insightface":
-        out.append(cfg.faces.insightface_pack)
-    if cfg.swap.restorer == "codeformer":
-        out.append("codeformer")
-    elif cfg.swap.restorer == "gfpgan":
-        out.append("gfpgan_v1.4")
-    if cfg.swap.needs_parser:
-        out.append(f"parsing_{cfg.swap.parser}")
-    if cfg.caption.backend == "blip":
-        # caption.model is a registry name, a hub repo id or a local folder (nothing to fetch).
-        out += [s.name for s in _SPECS if s.kind == "hf" and cfg.caption.model in (s.name, s.url)]
-    return out + data
 
 
 def resolve_names(names: Iterable[str]) -> list[str]:

@@ -69,6 +69,7 @@ def test_build_writes_one_full_size_result_per_face(built):
         np.testing.assert_array_equal(result[~footprint], original[~footprint])
         assert set(r["timings"]) >= {"decode", "detect", "swap", "restore", "paste", "score"}
         assert r["quality"]["scores"]["face_found"] is True
+        assert r["choice"] == {"swapper": {"chosen": "ghost"}, "restorer": {"chosen": "codeformer"}}
 
 
 def test_unusable_photos_are_recorded_with_their_reason(built):

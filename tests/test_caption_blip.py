@@ -14,7 +14,7 @@ import torch
 
 from builder import weights
 from builder.caption import blip
-from builder.caption.base import GenerationSettings, load_captioner
+from builder.caption.base import Caption, GenerationSettings, load_captioner
 from builder.config import Config
 from builder.errors import BuilderError, ConfigError, MissingWeightError
 from tests.fixtures.blip import small_blip_config, write_small_blip
@@ -52,7 +52,7 @@ def _cfg(model: Path, **caption) -> Config:
 
 
 def test_blip_from_a_saved_folder_captions_a_batch(blip_folder: Path, images) -> None:
-    captioner = load_captioner(_cfg(blip_folder), torch.device("cpu"))
+    captioner = blip.load_blip(_cfg(blip_folder), torch.device("cpu"))
     assert type(captioner.model).__name__ == "BlipForConditionalGeneration"
     assert captioner.processor.tokenizer.bos_token == "[DEC]"
     assert captioner.processor.tokenizer.convert_tokens_to_ids("[DEC]") == 30522
@@ -67,10 +67,10 @@ def test_blip_from_a_saved_folder_captions_a_batch(blip_folder: Path, images) ->
 
 
 def test_sampling_and_beams_are_both_repeatable(blip_folder: Path, images) -> None:
-    sampler = load_captioner(_cfg(blip_folder, sampling=True, top_p=0.9), torch.device("cpu"))
+    sampler = blip.load_blip(_cfg(blip_folder, sampling=True, top_p=0.9), torch.device("cpu"))
     first = sampler.caption(images[:2])
     assert sampler.caption(images[:2]) == first  # re-seeded per batch
-    beams = load_captioner(_cfg(blip_folder, beams=2), torch.device("cpu"))
+    beams = blip.load_blip(_cfg(blip_folder, beams=2), torch.device("cpu"))
     assert beams._generate_kwargs()["num_beams"] == 2
     assert sampler._generate_kwargs()["do_sample"] is True
     assert len(beams.caption(images[:2])) == 2
@@ -106,8 +106,8 @@ def test_random_weights_are_seeded_and_use_the_offline_tokenizer(monkeypatch, im
     cfg = Config()
     cfg.runtime.random_weights = True
     cfg.caption.max_length = 10
-    a = load_captioner(cfg, torch.device("cpu"))
-    b = load_captioner(cfg, torch.device("cpu"))
+    a = blip.load_blip(cfg, torch.device("cpu"))
+    b = blip.load_blip(cfg, torch.device("cpu"))
     assert a.processor.tokenizer.convert_tokens_to_ids("[ENC]") == 30523
     assert a.caption(images[:1]) == b.caption(images[:1])
     assert torch.equal(a.model.vision_model.embeddings.patch_embedding.weight, b.model.vision_model.embeddings.patch_embedding.weight)
@@ -125,7 +125,7 @@ def test_missing_model_offline_names_repo_and_fetch_command(monkeypatch) -> None
     cfg = Config()
     cfg.caption.model = "blip_large"
     with pytest.raises(MissingWeightError) as err:
-        load_captioner(cfg, torch.device("cpu"))
+        blip.load_blip(cfg, torch.device("cpu"))
     msg = str(err.value)
     assert "nobody/blip-not-in-cache" in msg
     assert "python launch.py weights --fetch blip_large" in msg
@@ -135,7 +135,7 @@ def test_local_folder_without_a_model_is_named(tmp_path: Path) -> None:
     cfg = Config()
     cfg.caption.model = str(tmp_path)
     with pytest.raises(MissingWeightError, match=str(tmp_path)):
-        load_captioner(cfg, torch.device("cpu"))
+        blip.load_blip(cfg, torch.device("cpu"))
 
 
 def test_lavis_missing_says_how_to_install(monkeypatch) -> None:
@@ -149,4 +149,4 @@ def test_lavis_missing_says_how_to_install(monkeypatch) -> None:
 def test_none_backend_captions_nothing(images) -> None:
     cfg = Config()
     cfg.caption.backend = "none"
-    assert load_captioner(cfg, torch.device("cpu")).caption(images) == ["", "", ""]
+    assert load_captioner(cfg, torch.device("cpu")).caption(images) == [Caption("", ())] * 3

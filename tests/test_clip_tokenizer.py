@@ -14,6 +14,7 @@ from builder.caption import clip_tokenizer as C
 from builder.caption.text import load_clip_counter
 from builder.config import Config
 from builder.errors import BuilderError, MissingWeightError
+from builder.needs import needed_for
 from tests.fixtures.clip import bpe_path
 
 CAPTIONS = [
@@ -129,16 +130,16 @@ def test_sd_scripts_loads_it_like_its_own_cache(tmp_path: Path) -> None:
 def test_needed_for_lists_clip_bpe_and_blip_registry_names() -> None:
     cfg = Config()
     cfg.paths.base_model = "/models/my_sd15.safetensors"
-    assert "clip_bpe" in W.needed_for(cfg)
+    assert "clip_bpe" in needed_for(cfg)
     cfg.caption.model = "blip_base"
-    assert "blip_base" in W.needed_for(cfg) and "blip_large" not in W.needed_for(cfg)
+    assert "blip_base" in needed_for(cfg) and "blip_large" not in needed_for(cfg)
     cfg.caption.model = "/some/local/blip"
-    assert not {"blip_base", "blip_large"} & set(W.needed_for(cfg))
+    assert not {"blip_base", "blip_large"} & set(needed_for(cfg))
     cfg.caption.clip_tokenizer = "/some/clip"
-    assert "clip_bpe" in W.needed_for(cfg)  # the kohya files still want the tokenizer cache
+    assert "clip_bpe" in needed_for(cfg)  # the kohya files still want the tokenizer cache
     cfg.kohya.tokenizer_cache_dir = "/some/cache"
-    assert "clip_bpe" not in W.needed_for(cfg)
+    assert "clip_bpe" not in needed_for(cfg)
     cfg.runtime.random_weights = True
-    assert W.needed_for(cfg) == []
+    assert needed_for(cfg) == []
     cfg.caption.clip_tokenizer = C.CLIP_REPO_ID
-    assert W.needed_for(cfg) == ["clip_bpe"]
+    assert needed_for(cfg) == ["clip_bpe"]

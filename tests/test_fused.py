@@ -7,15 +7,15 @@ import pytest
 import torch
 
 from bench.chained import ChainedPass
-from bench.identity_models import IdentityRestorer, IdentitySwapper, face_region, psnr
+from bench.identity_models import IdentityRestorer, IdentitySwapper, face_region, fixed_source, psnr
 from builder.config import Config, SwapConfig
 from builder.faces import align
 from builder.faces.detect import make_detector
 from builder.io import load_image
 from builder.swap.fused import FFHQ_SIZE, FaceJob, FusedPass
 from builder.swap.parsing import load_parser
-from builder.swap.restore import load_restorer
-from builder.swap.swapper import load_swapper
+from builder.swap.restorers import load_restorer
+from builder.swap.swappers import load_swapper
 
 PHOTOS = ("TaylorSwift1.jpeg", "TaylorSwift14.jpeg", "TaylorSwift111.jpeg")  # face boxes 486, 146, 156 px
 
@@ -66,7 +66,7 @@ def test_fused_reproduces_the_face_better_than_chained(jobs, detector):
     plain = SwapConfig(mouth=False, paste_mask="box", restorer="none")
     fused = FusedPass(IdentitySwapper(), IdentityRestorer(), None, plain)
     chained = ChainedPass(fused, detector)
-    identity = np.ones(512, np.float32)
+    identity = fixed_source(fused, np.ones(512, np.float32))
     gains = []
     for job in jobs:
         region = face_region(job.image, job.face.box)
@@ -90,7 +90,7 @@ def test_swapped_face_is_carried_into_the_ffhq_crop_in_one_step(jobs):
     """
     fused = FusedPass(IdentitySwapper(), IdentityRestorer(), None, SwapConfig(mouth=False, paste_mask="box"))
     job = jobs[1]
-    res = fused.run([job], np.ones(512, np.float32))[0]
+    res = fused.run([job], fixed_source(fused, np.ones(512, np.float32)))[0]
     direct = align.warp(job.image, res.m_ffhq, FFHQ_SIZE)
     inner = slice(160, 400)
     diff = np.abs(res.restored_crop[inner, inner].astype(int) - direct[inner, inner].astype(int))
@@ -103,14 +103,14 @@ def test_mouth_transplant_puts_the_donor_mouth_back(jobs):
     cfg = SwapConfig(mouth=True, mouth_dilate=0, mouth_feather=0, paste_mask="box")
     fused = FusedPass(GreySwapper(), IdentityRestorer(), MouthBandParser(), cfg)
     job = jobs[0]
-    res = fused.run([job], np.ones(512, np.float32))[0]
+    res = fused.run([job], fixed_source(fused, np.ones(512, np.float32)))[0]
     original = align.warp(job.image, res.m_ffhq, FFHQ_SIZE, border="reflect")
     mouth = (slice(360, 385), slice(215, 300))
     np.testing.assert_array_equal(res.restored_crop[mouth], original[mouth])
     nose = (slice(290, 330), slice(236, 276))  # inside the swap crop, outside the mouth band
     assert np.all(res.restored_crop[nose] == 77)
     without = FusedPass(GreySwapper(), IdentityRestorer(), None, SwapConfig(mouth=False, paste_mask="box"))
-    assert np.all(without.run([job], np.ones(512, np.float32))[0].restored_crop[mouth] == 77)
+    assert np.all(without.run([job], fixed_source(without, np.ones(512, np.float32)))[0].restored_crop[mouth] == 77)
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def real_fused(dlib_cfg) -> FusedPass:
 def test_real_architectures_change_only_the_masked_face(real_fused, jobs):
     """Random-weight GHOST + CodeFormer + BiSeNet on two photos in one batch."""
     identity = np.random.default_rng(0).standard_normal(512).astype(np.float32)
-    results = real_fused.run(jobs[:2], identity)
+    results = real_fused.run(jobs[:2], fixed_source(real_fused, identity))
     assert len(results) == 2
     for job, res in zip(jobs[:2], results, strict=True):
         assert res.image.shape == job.image.shape and res.image.dtype == np.uint8

@@ -18,7 +18,8 @@ from builder.faces import align
 from builder.models.checkpoint import load_strict, read_state_dict
 from builder.models.ghost import AEINet
 from builder.models.iresnet import iresnet100
-from builder.swap.swapper import GhostSwapper, load_swapper
+from builder.swap.swappers import load_swapper
+from builder.swap.swappers.ghost import GhostSwapper
 from builder.weights import require
 from tests.fixtures.ghost import write_arcface_checkpoint, write_ghost_checkpoint
 
@@ -164,7 +165,7 @@ def test_random_weights_equal_the_fixture_file_with_the_same_seed(swapper: Ghost
 
 
 def test_embed_source_is_ghost_source_path(swapper: GhostSwapper, donor_crops: np.ndarray) -> None:
-    emb = swapper.embed_source(donor_crops)
+    emb = swapper.embed_crops(donor_crops)
     assert emb.shape == (2, 512) and emb.dtype == np.float32
     norms = np.linalg.norm(emb, axis=1)
     # Raw, not unit-normalised; and settled BatchNorms: unsettled random weights give ~1e8.
@@ -176,8 +177,30 @@ def test_embed_source_is_ghost_source_path(swapper: GhostSwapper, donor_crops: n
         ref = swapper.arcface(x).numpy()
     np.testing.assert_allclose(emb, ref, rtol=1e-5, atol=1e-4)
     # Colour order matters: the BGR crop read as RGB is another face to ArcFace.
-    swapped_channels = swapper.embed_source(np.ascontiguousarray(donor_crops[:1, ..., ::-1]))
+    swapped_channels = swapper.embed_crops(np.ascontiguousarray(donor_crops[:1, ..., ::-1]))
     assert np.abs(swapped_channels[0] - emb[0]).max() > 1e-2
+
+
+def test_embed_source_warps_the_photo_into_the_swap_crop(swapper: GhostSwapper, donor_crops: np.ndarray) -> None:
+    """A photo whose landmarks sit exactly on the 256 template is its own swap crop."""
+    kps = _FRONTAL * 256 / 112
+    np.testing.assert_allclose(swapper.alignment(kps), np.eye(2, 3), atol=1e-9)
+    np.testing.assert_allclose(
+        swapper.embed_source(donor_crops[0], kps), swapper.embed_crops(donor_crops[:1])[0], rtol=1e-5, atol=1e-4
+    )
+
+
+def test_identity_averages_directions_at_the_sources_mean_norm(swapper: GhostSwapper) -> None:
+    a = np.zeros(512, np.float32)
+    a[0] = 3.0
+    b = np.zeros(512, np.float32)
+    b[1] = 1.0
+    v = swapper.identity(np.stack([a, b]))
+    np.testing.assert_allclose(np.linalg.norm(v), 2.0, rtol=1e-6)  # the mean of the norms 3 and 1
+    np.testing.assert_allclose(v[:2], [np.sqrt(2.0), np.sqrt(2.0)], rtol=1e-6)  # each photo counts the same
+
+
+_FRONTAL = np.array([[39.730, 51.138], [72.270, 51.138], [56.000, 68.493], [42.463, 87.010], [69.537, 87.010]])
 
 
 class _Recorder(nn.Module):

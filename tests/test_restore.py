@@ -16,17 +16,13 @@ import torch
 
 from builder.config import Config
 from builder.errors import CheckpointError, ConfigError, MissingWeightError
-from builder.swap.restore import (
-    RESTORERS,
-    CodeFormerRestorer,
-    GFPGANRestorer,
-    NoRestorer,
-    build_codeformer,
-    build_gfpgan,
-    load_restorer,
-    to_crops,
-    to_model_input,
-)
+from builder.swap.restorers import BACKENDS, load_restorer
+from builder.swap.restorers.codeformer import CodeFormerRestorer
+from builder.swap.restorers.codeformer import build as build_codeformer
+from builder.swap.restorers.common import to_crops, to_model_input
+from builder.swap.restorers.gfpgan import GFPGANRestorer
+from builder.swap.restorers.gfpgan import build as build_gfpgan
+from builder.swap.restorers.none import NoRestorer
 from builder.weights import REGISTRY, weight_path
 from tests.fixtures.restore import write_codeformer_checkpoint, write_gfpgan_checkpoint
 
@@ -345,9 +341,9 @@ def test_none_restorer_returns_a_copy(face_crop: np.ndarray) -> None:
 
 
 def test_registry_and_bad_names() -> None:
-    assert set(RESTORERS) == {"codeformer", "gfpgan", "none"}
-    cfg = restorer_config("restoreformer")
-    with pytest.raises(ConfigError, match="restoreformer"):
+    assert {"codeformer", "gfpgan", "none"} <= set(BACKENDS)
+    cfg = restorer_config("restorefromer")
+    with pytest.raises(ConfigError, match="restorefromer"):
         load_restorer(cfg, "cpu")
     cfg = restorer_config("none")
     cfg.swap.batch_size = 0

@@ -9,6 +9,7 @@ import re
 import shutil
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ import launch
 from builder import fetch as F
 from builder import weights as W
 from builder.errors import MissingWeightError
+from builder.needs import needed_for
 from tests.fixtures.weights import Served, closed_port, file_server
 
 REQUIRED_NAMES = {
@@ -358,18 +360,18 @@ def test_needed_for_follows_the_config() -> None:
     from builder.config import Config
 
     cfg = Config()
-    assert set(W.needed_for(cfg)) == {
+    assert set(needed_for(cfg)) == {
         "ghost_unet_2blocks", "ghost_arcface", "antelopev2", "codeformer", "parsing_bisenet", "blip_large",
         "clip_bpe", "sd15_base",
     }
     cfg.paths.base_model = "/models/my_sd15.safetensors"  # the user's own base model: no SD 1.5 download
-    assert "sd15_base" not in W.needed_for(cfg)
+    assert "sd15_base" not in needed_for(cfg)
     cfg.swap.restorer, cfg.faces.insightface_pack, cfg.caption.backend = "gfpgan", "buffalo_l", "none"
-    assert {"gfpgan_v1.4", "buffalo_l"} <= set(W.needed_for(cfg)) and "blip_large" not in W.needed_for(cfg)
+    assert {"gfpgan_v1.4", "buffalo_l"} <= set(needed_for(cfg)) and "blip_large" not in needed_for(cfg)
     cfg.caption.backend, cfg.caption.model = "blip", "blip_large"  # a registry name, as blip.py accepts
-    assert "blip_large" in W.needed_for(cfg)
+    assert "blip_large" in needed_for(cfg)
     cfg.runtime.random_weights = True
-    assert W.needed_for(cfg) == ["clip_bpe"]  # the tokenizer is data: random-weight runs read it too
+    assert needed_for(cfg) == ["clip_bpe"]  # the tokenizer is data: random-weight runs read it too
 
 
 def _fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, files: tuple[str, ...]) -> list[tuple]:
@@ -445,3 +447,70 @@ def test_zip_put_there_by_hand_is_verified_and_unpacked_offline(monkeypatch: pyt
     shutil.rmtree(folder)
     with pytest.raises(MissingWeightError, match="checksum bad"):
         F.fetch(["antelopev2"], str(tmp_path))
+
+
+# ---- mirrors and FaceFusion's CRC32 .hash (ONNX swappers) ------------------------------
+
+FF_SWAPPERS = {
+    "inswapper_128": "models-3.0.0", "hyperswap_1a_256": "models-3.3.0", "hyperswap_1b_256": "models-3.3.0",
+    "hyperswap_1c_256": "models-3.3.0", "simswap_256": "models-3.0.0", "crossface_simswap": "models-3.4.0",
+}
+
+
+def _crc(data: bytes) -> bytes:
+    return f"{zlib.crc32(data):08x}".encode()
+
+
+def test_facefusion_assets_follow_its_url_pattern_with_the_hub_mirror() -> None:
+    for name, base in FF_SWAPPERS.items():
+        spec = W.REGISTRY[name]
+        assert spec.url == f"https://github.com/facefusion/facefusion-assets/releases/download/{base}/{name}.onnx"
+        assert spec.mirrors == (f"https://huggingface.co/facefusion/{base}/resolve/main/{name}.onnx",)
+        assert spec.crc32_file == f"{name}.hash" and spec.crc32 is None
+    assert "non-commercial" in W.REGISTRY["inswapper_128"].license
+    assert "non-commercial" in W.REGISTRY["simswap_256"].license
+    assert "ResearchRAIL" in W.REGISTRY["hyperswap_1a_256"].license
+
+
+def test_bad_crc32_at_the_first_url_falls_back_to_the_mirror(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    served = Served(files={
+        "/gh/inswapper_128.onnx": b"Z" + PAYLOAD[1:],  # damaged on the first host
+        "/gh/inswapper_128.hash": _crc(PAYLOAD),
+        "/hf/inswapper_128.onnx": PAYLOAD,
+        "/hf/inswapper_128.hash": _crc(PAYLOAD) + b"\n",
+    })
+    with file_server(served) as base:
+        _register(monkeypatch, "inswapper_128", url=f"{base}/gh/inswapper_128.onnx",
+                  mirrors=(f"{base}/hf/inswapper_128.onnx",), size=len(PAYLOAD), sha256=None)
+        [path] = F.fetch(["inswapper_128"], str(tmp_path))
+    assert path.read_bytes() == PAYLOAD
+    assert [r["path"] for r in served.requests] == [
+        "/gh/inswapper_128.hash", "/gh/inswapper_128.onnx", "/hf/inswapper_128.hash", "/hf/inswapper_128.onnx",
+    ]
+    assert not path.with_name(path.name + ".part").exists()
+
+
+def test_crc32_mismatch_everywhere_installs_nothing_and_says_why(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    served = Served(files={"/gh/simswap_256.onnx": PAYLOAD, "/gh/simswap_256.hash": b"00000000",
+                           "/hf/simswap_256.onnx": PAYLOAD, "/hf/simswap_256.hash": b"not-hex!"})
+    with file_server(served) as base:
+        _register(monkeypatch, "simswap_256", url=f"{base}/gh/simswap_256.onnx",
+                  mirrors=(f"{base}/hf/simswap_256.onnx",))
+        with pytest.raises(MissingWeightError) as err:
+            F.fetch(["simswap_256"], str(tmp_path))
+    msg = str(err.value)
+    assert f"CRC32 {_crc(PAYLOAD).decode()}, expected 00000000" in msg
+    assert "/hf/simswap_256.hash: not a CRC32 hash file" in msg
+    assert f"mirror: {base}/hf/simswap_256.onnx" in msg
+    assert not W.weight_path("simswap_256", str(tmp_path)).exists()
+    assert not list(W.weight_path("simswap_256", str(tmp_path)).parent.glob("*.part"))
+
+
+def test_known_crc32_needs_no_hash_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    served = Served(files={"/crossface_simswap.onnx": PAYLOAD})
+    with file_server(served) as base:
+        _register(monkeypatch, "crossface_simswap", url=f"{base}/crossface_simswap.onnx", mirrors=(),
+                  crc32=_crc(PAYLOAD).decode())
+        [path] = F.fetch(["crossface_simswap"], str(tmp_path))
+    assert path.read_bytes() == PAYLOAD and [r["path"] for r in served.requests] == ["/crossface_simswap.onnx"]

@@ -12,13 +12,11 @@ import importlib.util
 import re
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
-from PIL import Image
 
 from builder import weights
-from builder.caption.base import GenerationSettings
+from builder.caption.base import GenerationSettings, to_pil
 from builder.caption.hub import from_pretrained
 from builder.config import Config
 from builder.console import console, random_weights_banner
@@ -153,19 +151,11 @@ class BlipCaptioner:
             kwargs.update(do_sample=False, num_beams=s.beams, repetition_penalty=1.0)
         return kwargs
 
-    @staticmethod
-    def _to_pil(image: np.ndarray) -> Image.Image:
-        h, w = image.shape[:2]
-        scale = _MAX_SIDE / max(h, w)
-        if scale < 1.0:
-            image = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
-        return Image.fromarray(np.ascontiguousarray(image[:, :, ::-1]))
-
     @torch.inference_mode()
     def caption(self, images: list[np.ndarray]) -> list[str]:
         if not images:
             return []
-        inputs = self.processor(images=[self._to_pil(im) for im in images], return_tensors="pt")
+        inputs = self.processor(images=[to_pil(im, _MAX_SIDE) for im in images], return_tensors="pt")
         pixels = inputs["pixel_values"].to(device=self.device, dtype=self.dtype)
         if self.settings.sampling:
             torch.manual_seed(self.settings.seed)

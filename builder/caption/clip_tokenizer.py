@@ -25,8 +25,8 @@ from pathlib import Path
 
 from builder import weights as W
 from builder.errors import BuilderError, MissingWeightError
+from builder.weights import CLIP_REPO_ID
 
-CLIP_REPO_ID = "openai/clip-vit-large-patch14"
 SD_SCRIPTS_CACHE = "sd-scripts-tokenizer"  # the tokenizer_cache_dir the kohya files get by default
 CLIP_CACHE_NAME = CLIP_REPO_ID.replace("/", "_")  # sd-scripts: model_id.replace("/", "_")
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"

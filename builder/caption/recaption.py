@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from rich.table import Table
 
-from builder.caption.base import Captioner, load_captioner
+from builder.caption.base import CaptionBackend, load_captioner
 from builder.caption.dataset_scan import CaptionTarget, scan_dataset
 from builder.caption.text import (
     CaptionRules,
@@ -34,7 +34,7 @@ from builder.errors import BuilderError, ImageError
 from builder.io import atomic_write_text, load_image
 from builder.overrides import OVERRIDES, caption_overrides
 
-CaptionerFactory = Callable[[Config, torch.device], Captioner]
+CaptionerFactory = Callable[[Config, torch.device], CaptionBackend]
 
 
 @dataclass
@@ -191,9 +191,9 @@ def _caption_targets(
             ok, images, bad = _load_batch([t.image for t in batch], cfg.runtime.max_pixels)
             for i, reason in bad:
                 _warn(summary, batch[i].image, reason)
-            texts = captioner.caption(images) if images else []
-            for i, text in zip(ok, texts, strict=True):
+            captions = captioner.caption(images) if images else []
+            for i, c in zip(ok, captions, strict=True):
                 t = batch[i]
-                if _write(summary, t, fit_caption(t.trigger, t.class_word, text, rules, counter)):
+                if _write(summary, t, fit_caption(t.trigger, t.class_word, c.sentence, rules, counter, c.tags)):
                     summary.captioned.append(t.image)
             bar.update(task, advance=len(batch), status=batch[-1].image.name)

@@ -1,22 +1,25 @@
-"""Caption text rules: composing trigger, class word, BLIP caption and tags; stripping
-words; keeping every caption within the CLIP token budget kohya trains with.
+"""Caption text rules: composing trigger, class word, sentence and tags; stripping words
+and pruning the face's traits; keeping every caption within the CLIP token budget kohya
+trains with.
 
 kohya sd-scripts tokenizes each caption with the CLIP ViT-L/14 tokenizer and silently
 cuts it at 75 tokens (150 or 225 with ``max_token_length``), so a caption is measured
-here with that same tokenizer and shortened at a word boundary, BLIP's words first:
-the trigger and class word are never cut.
+here with that same tokenizer and shortened: a tagger's tags first (least confident
+first), then the sentence at a word boundary, then the extra tags; the trigger and class
+word are never cut.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from builder.errors import BuilderError, ConfigError
+from builder.weights import CLIP_REPO_ID
 
 PARTS = ("trigger", "class", "caption", "tags")
 KOHYA_TOKEN_LENGTHS = (75, 150, 225)  # max_token_length values sd-scripts accepts (None means 75)
@@ -26,6 +29,23 @@ CLIP_VOCAB_SIZE = 49408
 DANGLING_WORDS = frozenset(
     ["a", "an", "the", "and", "or", "with", "of", "in", "on", "at", "to", "for", "by", "from", "into", "onto", "while", "wearing", "holding"]
 )
+# Where a phrase was removed, the words around it that only made sense with it go too:
+# "a woman with [striking blue eyes] and a red coat" -> "a woman with a red coat".
+_MARK = "\x00"
+_LEAD_WORDS = ("her", "his", "their", "its", "a", "an", "the", "very", "dark", "light", "bright", "deep", "pale",
+               "big", "large", "small", "striking", "piercing", "beautiful", "long", "short", "thick", "thin")
+_PREPOSITIONS = ("in", "on", "at", "to", "for", "by", "from", "into", "onto", "near", "under", "over", "behind",
+                 "beside", "next", "against", "while", "wearing", "holding")
+_TAIL_WORDS = (*DANGLING_WORDS, "has", "have", "had", "is", "are", "was", "were", "her", "his", "their", "its",
+               "she", "he", "they", "it")
+_EMPTY_SENTENCE = frozenset(
+    ["she", "he", "they", "it", "her", "his", "their", "its", "a", "an", "the", "and", "with",
+     "woman", "man", "person", "girl", "boy", "lady", "has", "is"]
+)
+
+
+def _alt(words: Iterable[str]) -> str:
+    return "(?:" + "|".join(re.escape(w) for w in words) + ")"
 
 
 class TokenCounter(Protocol):
@@ -63,7 +83,7 @@ def load_clip_counter(source: str, weights_dir: str = "") -> ClipTokenCounter:
     """
     from transformers import CLIPTokenizer
 
-    from builder.caption.clip_tokenizer import CLIP_REPO_ID, ensure_clip_tokenizer, hub_has
+    from builder.caption.clip_tokenizer import ensure_clip_tokenizer, hub_has
     from builder.caption.hub import from_pretrained
 
     if source == CLIP_REPO_ID and not Path(source).expanduser().is_dir() and not hub_has(source):
@@ -88,9 +108,10 @@ def load_clip_counter(source: str, weights_dir: str = "") -> ClipTokenCounter:
 class CaptionRules:
     order: tuple[str, ...] = PARTS
     separator: str = ", "
-    strip_words: tuple[str, ...] = ()
+    strip_words: tuple[str, ...] = ()  # the donor's name and the like; extra tags are never stripped
     extra_tags: tuple[str, ...] = ()
     max_tokens: int = 75
+    trait_words: tuple[str, ...] = ()  # pruned from sentence and tags like strip_words (hair_words included when not described)
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.order if p not in PARTS]
@@ -106,13 +127,20 @@ class CaptionRules:
 
     @classmethod
     def from_config(cls, caption_cfg) -> CaptionRules:
+        hair = () if caption_cfg.describe_hair else tuple(caption_cfg.hair_words)
         return cls(
             order=tuple(caption_cfg.order),
             separator=caption_cfg.separator,
             strip_words=tuple(caption_cfg.strip_words),
             extra_tags=tuple(caption_cfg.extra_tags),
             max_tokens=caption_cfg.max_tokens,
+            trait_words=(*caption_cfg.trait_words, *hair),
         )
+
+    @property
+    def removed(self) -> tuple[str, ...]:
+        """Everything that must not reach a caption: stripped words and pruned traits."""
+        return (*self.strip_words, *self.trait_words)
 
 
 def _phrase_pattern(phrase: str) -> re.Pattern[str]:
@@ -126,14 +154,69 @@ def tidy(text: str) -> str:
     text = re.sub(r"\s+", " ", text)
     text = re.sub(r"\s+([,.;:!?])", r"\1", text)
     text = re.sub(r"([,;:])(?:\s*[,;:])+", r"\1", text)
+    text = re.sub(r"[,;:]+\s*([.!?])", r"\1", text)
     return text.strip(" ,;:").strip()
 
 
+def _mend(text: str, capitalised: bool) -> str:
+    """Close the gaps that removed phrases (marked) leave in a sentence, then unmark them.
+
+    The words before a removed phrase go with it only where the phrase ended a noun
+    phrase (a clause end, a connector, a preposition or an -ing verb follows): "with a
+    [nose] ring" keeps its "with a".
+    """
+    mark, lead, tail = re.escape(_MARK), _alt(_LEAD_WORDS), _alt(_TAIL_WORDS)
+    connector = r"(?:and|or|with)"
+    ends = rf"(?=\s*(?:[,.;:!?]|$|(?:{connector}|{_alt(_PREPOSITIONS)}|\w{{3,}}ing)(?!\w)))"
+    subs = [
+        (rf"\(\s*{mark}\s*\)", _MARK),  # "(anna)"
+        (rf"{mark}(?:\s*(?:,|{connector})?\s*{mark})+", _MARK),  # "[blue eyes] and [freckles]"
+        (rf"(?<!\w)(?:{lead}\s+)+{mark}{ends}", _MARK),  # "her bright [blue eyes]": the words leading into it
+        (rf"{mark}\s+(?:is|are|was|were)(?!\w)[^,.;:!?]*", _MARK),  # "[lips] are parted": the clause is about it
+        (rf"(?<!\w)({connector})\s+{mark}\s+{connector}(?!\w)", r"\1"),  # "with [blue eyes] and a coat"
+        (rf"(?<!\w){connector}\s+{mark}{ends}", _MARK),  # "a woman with [blue eyes] smiling"
+        (rf"(?:(?<!\w){tail}\s+)+{mark}(?=\s*(?:[,.;:!?]|$))", _MARK),  # "she has [blue eyes]."
+        (rf"(^|[,.;:!?]\s*){mark}\s*,?\s*(?:{connector}(?!\w))?", r"\1"),  # "[blue eyes] and a coat"
+    ]
+    for pattern, repl in subs:
+        text = re.sub(pattern, repl, text, flags=re.IGNORECASE)
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    if len(sentences) > 1:  # a sentence left with nothing to say goes; a lone fragment stays
+        sentences = [s for s in sentences if _MARK not in s or not _empty_sentence(s)]
+    sentences = [tidy(s.replace(_MARK, " ")) for s in sentences if re.search(r"\w", s)]
+    if capitalised:
+        sentences = [s[:1].upper() + s[1:] for s in sentences]
+    return " ".join(s for s in sentences if s)
+
+
+def _empty_sentence(sentence: str) -> bool:
+    words = re.findall(r"[\w'-]+", sentence.lower())
+    return all(w in _EMPTY_SENTENCE for w in words)
+
+
 def strip_words(text: str, words: Iterable[str]) -> str:
-    """Remove each word or phrase (whole words, any case), longest first so phrases win."""
+    """Remove each word or phrase (whole words, any case), longest first so phrases win.
+
+    The words that only led into a removed phrase go with it ("with", "her", "bright"),
+    a clause whose subject it was goes too, and so does a sentence left with nothing to say.
+    """
+    # Florence writes capitalised sentences, BLIP lower-case fragments: keep the style.
+    capitalised = text.lstrip()[:1].isupper() and bool(re.search(r"[.!?]\s*$", text))
     for phrase in sorted((w for w in words if w.strip()), key=len, reverse=True):
-        text = _phrase_pattern(phrase).sub(" ", text)
-    return tidy(text)
+        text = _phrase_pattern(phrase).sub(_MARK, text)
+    return tidy(_mend(text, capitalised)) if _MARK in text else tidy(text)
+
+
+def prune_tags(tags: Iterable[str], words: Iterable[str]) -> list[str]:
+    """The tags that contain none of ``words`` (whole words, any case; "_" counts as a space),
+    each once, in order."""
+    patterns = [_phrase_pattern(w) for w in words if w.strip()]
+    out: list[str] = []
+    for tag in (t.strip() for t in tags):
+        plain = tag.replace("_", " ")
+        if tag and tag not in out and not any(p.search(plain) for p in patterns):
+            out.append(tag)
+    return out
 
 
 def compose_caption(
@@ -143,10 +226,13 @@ def compose_caption(
     values = {
         "trigger": trigger.strip(),
         "class": class_word.strip(),
-        "caption": caption.strip(),
+        "caption": caption.strip(),  # a sentence's full stop goes where another part follows
         "tags": rules.separator.join(t.strip() for t in (rules.extra_tags if tags is None else tags) if t.strip()),
     }
-    return rules.separator.join(values[p] for p in rules.order if values[p])
+    parts = [p for p in rules.order if values[p]]
+    if "caption" in parts[:-1]:
+        values["caption"] = values["caption"].removesuffix(".")
+    return rules.separator.join(values[p] for p in parts)
 
 
 def _trim_words(words: list[str], keep: int) -> str:
@@ -156,28 +242,50 @@ def _trim_words(words: list[str], keep: int) -> str:
     return tidy(" ".join(kept))
 
 
-def fit_caption(
-    trigger: str, class_word: str, caption: str, rules: CaptionRules, counter: TokenCounter
-) -> str:
-    """Strip words from ``caption``, compose, and shorten until it fits ``rules.max_tokens``.
-
-    The caption's words go first (cut at a word boundary), then extra tags from the
-    end; the trigger and class word are never cut.
-    """
-    body = strip_words(caption, rules.strip_words)
-    text = compose_caption(trigger, class_word, body, rules)
-    if counter.count(text) <= rules.max_tokens:
-        return text
-    words = body.split()
-    lo, hi = 0, len(words)  # the longest prefix that fits, by bisection: counting is the slow part
+def _longest_fit(n: int, fits: Callable[[int], bool]) -> int:
+    """The largest k in 0..n with fits(k), fits being monotone; by bisection: counting is the slow part."""
+    lo, hi = 0, n
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if counter.count(compose_caption(trigger, class_word, _trim_words(words, mid), rules)) <= rules.max_tokens:
+        if fits(mid):
             lo = mid
         else:
             hi = mid - 1
-    body = _trim_words(words, lo)
-    tags = list(rules.extra_tags)
+    return lo
+
+
+def fit_caption(
+    trigger: str,
+    class_word: str,
+    caption: str,
+    rules: CaptionRules,
+    counter: TokenCounter,
+    tags: Sequence[str] = (),
+) -> str:
+    """Prune ``caption`` and the tagger's ``tags``, compose, and shorten until it fits ``rules.max_tokens``.
+
+    The tagger's tags go first (from the end: they come most confident first), then the
+    sentence's words (cut at a word boundary), then extra tags from the end; the trigger
+    and class word are never cut.
+    """
+    body = strip_words(caption, rules.removed)
+    extra = list(rules.extra_tags)
+    model_tags = [t for t in prune_tags(tags, rules.removed) if t.lower() not in {e.lower() for e in extra}]
+
+    def compose(body: str, n_model: int) -> str:
+        return compose_caption(trigger, class_word, body, rules, extra + model_tags[:n_model])
+
+    text = compose(body, len(model_tags))
+    if counter.count(text) <= rules.max_tokens:
+        return text
+    n_model = _longest_fit(len(model_tags), lambda k: counter.count(compose(body, k)) <= rules.max_tokens)
+    text = compose(body, n_model)
+    if counter.count(text) <= rules.max_tokens:
+        return text
+    words = body.split()  # the sentence alone is too long: cut it
+    keep = _longest_fit(len(words), lambda k: counter.count(compose(_trim_words(words, k), 0)) <= rules.max_tokens)
+    body = _trim_words(words, keep)
+    tags = list(extra)
     text = compose_caption(trigger, class_word, body, rules, tags)
     while counter.count(text) > rules.max_tokens and tags:
         tags.pop()
@@ -208,7 +316,7 @@ def remove_prefix(text: str, trigger: str, class_word: str, rules: CaptionRules)
 def required_max_token_length(
     captions: Iterable[str],
     counter: TokenCounter | None = None,
-    clip_tokenizer: str = "openai/clip-vit-large-patch14",
+    clip_tokenizer: str = CLIP_REPO_ID,
     weights_dir: str = "",
 ) -> int | None:
     """kohya's ``max_token_length`` that trains every caption uncut: None (75), 150 or 225.

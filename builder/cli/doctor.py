@@ -23,6 +23,7 @@ from rich.markup import escape
 from builder import weights as W
 from builder.cli.common import add_shared_flags, build_config
 from builder.config import Config
+from builder.needs import needed_for
 
 MIN_PYTHON = (3, 11)
 MIN_FREE_GB = 10.0  # weights ~3 GB, an SD 1.5 checkpoint 4 GB, plus a run's images
@@ -145,7 +146,7 @@ def check_disk(cfg: Config) -> list[Check]:
 
 
 def check_weights(cfg: Config) -> list[Check]:
-    needed = set(W.needed_for(cfg))
+    needed = set(needed_for(cfg))
     checks = []
     for name, spec in W.REGISTRY.items():
         st = W.state(name, cfg.runtime.weights_dir)

@@ -54,6 +54,44 @@ GHOST_TEMPLATES_112 = np.array(
     dtype=np.float64,
 )
 
+# FaceFusion's warp templates (facefusion/face_helper.py WARP_TEMPLATE_SET), normalised to a
+# unit crop: multiply by the crop size. Left eye, right eye, nose, left and right mouth corner.
+# arcface_112_v1 is GHOST_TEMPLATES_112[2] / 112 (insightface 0.2.1's frontal template, SimSwap's
+# alignment); arcface_112_v2 is ARCFACE_112 / 112; arcface_128 is insightface's 128 template,
+# (ARCFACE_112 + (8, 0)) / 128 (tests/test_align.py checks all three to the digits given).
+FACEFUSION_TEMPLATES: dict[str, np.ndarray] = {
+    "arcface_112_v1": np.array(
+        [
+            [0.35473214, 0.45658929],
+            [0.64526786, 0.45658929],
+            [0.50000000, 0.61154464],
+            [0.37913393, 0.77687500],
+            [0.62086607, 0.77687500],
+        ],
+        dtype=np.float64,
+    ),
+    "arcface_112_v2": np.array(
+        [
+            [0.34191607, 0.46157411],
+            [0.65653393, 0.45983393],
+            [0.50022500, 0.64050536],
+            [0.37097589, 0.82469196],
+            [0.63151696, 0.82325089],
+        ],
+        dtype=np.float64,
+    ),
+    "arcface_128": np.array(
+        [
+            [0.36167656, 0.40387734],
+            [0.63696719, 0.40235469],
+            [0.50019687, 0.56044219],
+            [0.38710391, 0.72160547],
+            [0.61507734, 0.72034453],
+        ],
+        dtype=np.float64,
+    ),
+}
+
 Border = Literal["constant", "reflect", "replicate"]
 _BORDERS = {
     "constant": cv2.BORDER_CONSTANT,
@@ -74,6 +112,24 @@ def arcface_template(size: int = 112) -> np.ndarray:
     template = ARCFACE_112 * ratio
     template[:, 0] += shift_x
     return template
+
+
+def facefusion_template(name: str, size: int) -> np.ndarray:
+    """FaceFusion's template ``name`` scaled to a ``size`` crop, as its warp helper scales it."""
+    if name not in FACEFUSION_TEMPLATES:
+        raise ValueError(f"unknown template {name!r}; known: {', '.join(FACEFUSION_TEMPLATES)}")
+    return FACEFUSION_TEMPLATES[name] * float(size)
+
+
+def facefusion_alignment(kps: np.ndarray, name: str, size: int) -> np.ndarray:
+    """Image -> ``size`` crop of FaceFusion's template ``name``, the least-squares similarity.
+
+    FaceFusion fits ``cv2.estimateAffinePartial2D(..., RANSAC, ransacReprojThreshold=100)``:
+    with a 100 px threshold every landmark of a real face is an inlier, and the inlier refit is
+    the least-squares similarity, so Umeyama gives the same matrix without RANSAC's random
+    sampling (and insightface's INSwapper crop, ``norm_crop2``, is Umeyama itself).
+    """
+    return estimate_similarity(kps, facefusion_template(name, size))
 
 
 def ffhq_template(size: int = 512) -> np.ndarray:
@@ -121,6 +177,13 @@ def estimate_similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
 def transform_points(m: np.ndarray, pts: np.ndarray) -> np.ndarray:
     pts = np.asarray(pts, dtype=np.float64)
     return pts @ np.asarray(m, dtype=np.float64)[:, :2].T + np.asarray(m, dtype=np.float64)[:, 2]
+
+
+def transform_box(m: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(4,) x1, y1, x2, y2 -> the axis-aligned box around its four mapped corners."""
+    x1, y1, x2, y2 = np.asarray(box, dtype=np.float64)
+    pts = transform_points(m, np.array([[x1, y1], [x2, y1], [x1, y2], [x2, y2]]))
+    return np.array([pts[:, 0].min(), pts[:, 1].min(), pts[:, 0].max(), pts[:, 1].max()])
 
 
 def _to3(m: np.ndarray) -> np.ndarray:

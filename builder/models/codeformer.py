@@ -127,7 +127,7 @@ class CodeFormer(VQAutoEncoder):
         pos = self.position_emb.unsqueeze(1).expand(-1, b, -1)
         for layer in self.ft_layers:
             query = layer(query, query_pos=pos)
-        # idx_pred_layer may be kept in float32 under a half-precision net (see builder.swap.restore):
+        # idx_pred_layer may be kept in float32 under a half-precision net (see builder.swap.restorers.codeformer):
         # a near-tie between two of 1024 codes should not be decided by fp16 rounding
         head_dtype = self.idx_pred_layer[1].weight.dtype
         logits = self.idx_pred_layer(query.to(head_dtype)).permute(1, 0, 2)

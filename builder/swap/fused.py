@@ -7,6 +7,10 @@ donor's own mouth goes back in from the original FFHQ crop, the restorer runs, a
 result is pasted into the photo once. Nothing is detected twice and nothing is pasted
 back and re-aligned, so the face pixels are resampled three times instead of four and
 the detector cost is paid once (bench/fused_vs_chained.py measures both).
+
+With several swappers or restorers ("best" modes) every candidate runs on the whole batch
+(one batch per model) and builder.swap.best keeps one per face; the restorers then run on
+the winning swaps only. The winner's own alignment is the one recorded and carried.
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from builder.config import SwapConfig
 from builder.faces import align
 from builder.faces.types import Face
 from builder.models.base import FaceParser, Restorer, Swapper
+from builder.quality.scores import Judge
+from builder.swap.best import Choice, CropJudge, best_of
 from builder.swap.masks import blend, label_mask
 from builder.swap.parsing import FACE_LABELS, MOUTH_LABELS
+from builder.swap.source import SourceIdentity
 
 FFHQ_SIZE = 512
 # How much of the swap crop's edge is faded out before it is carried into the FFHQ crop:
@@ -52,7 +59,16 @@ class FusedResult:
     mask: np.ndarray  # the paste mask itself, float32 in FFHQ-crop space
     mouth: bool
     restored_crop: np.ndarray  # the FFHQ crop after restoration, before paste-back: what the restorer made
+    swapper: str = ""  # the swapper and restorer this face was made with
+    restorer: str = ""
+    choices: dict[str, Choice] = field(default_factory=dict)  # "swapper"/"restorer" -> scores, in best modes
     timings: dict[str, float] = field(default_factory=dict)  # seconds per face, by step
+
+    def choice_dict(self) -> dict:
+        """For the manifest: what made this face and, in best modes, every candidate's scores."""
+        out: dict = {"swapper": {"chosen": self.swapper}, "restorer": {"chosen": self.restorer}}
+        out.update({stage: c.to_dict() for stage, c in self.choices.items()})
+        return out
 
 
 class FusedPass:
@@ -60,18 +76,43 @@ class FusedPass:
 
     resamplings = 3  # image->swap crop, swap crop->FFHQ crop, FFHQ crop->image
 
-    def __init__(self, swapper: Swapper, restorer: Restorer, parser: FaceParser | None, cfg: SwapConfig):
+    def __init__(
+        self,
+        swappers: Swapper | Sequence[Swapper],
+        restorers: Restorer | Sequence[Restorer],
+        parser: FaceParser | None,
+        cfg: SwapConfig,
+        judge: Judge | None = None,
+        max_donor_similarity: float | None = None,
+    ):
+        self.swappers = [swappers] if not isinstance(swappers, Sequence) else list(swappers)
+        self.restorers = [restorers] if not isinstance(restorers, Sequence) else list(restorers)
+        if not self.swappers or not self.restorers:
+            raise ValueError("the fused pass needs at least one swapper and one restorer")
         if parser is None and cfg.needs_parser:
             raise ValueError("a face parser is needed for the mouth transplant and the parsing paste mask")
-        self.swapper = swapper
-        self.restorer = restorer
+        if judge is None and (len(self.swappers) > 1 or len(self.restorers) > 1):
+            raise ValueError("choosing among several swappers or restorers needs an identity judge")
         self.parser = parser
         self.cfg = cfg
-        size = swapper.crop_size
-        self.swap_edge = align.box_mask(size, int(size * SWAP_EDGE_ERODE), int(size * SWAP_EDGE_FEATHER))
+        self.judge = judge
+        self.max_donor_similarity = max_donor_similarity
+        self._edges = {
+            s.name: align.box_mask(s.crop_size, int(s.crop_size * SWAP_EDGE_ERODE), int(s.crop_size * SWAP_EDGE_FEATHER))
+            for s in self.swappers
+        }
         self._box = align.box_mask(FFHQ_SIZE, int(FFHQ_SIZE * BOX_ERODE), int(FFHQ_SIZE * BOX_FEATHER))
 
-    def run(self, jobs: Sequence[FaceJob], identity: np.ndarray) -> list[FusedResult]:
+    @property
+    def swapper(self) -> Swapper:
+        """The first (or only) swapper: the source identity is embedded by every one of them."""
+        return self.swappers[0]
+
+    def swap_edge(self, swapper: Swapper) -> np.ndarray:
+        """The feathered edge mask in ``swapper``'s crop that blends its face into the FFHQ crop."""
+        return self._edges[swapper.name]
+
+    def run(self, jobs: Sequence[FaceJob], source: SourceIdentity) -> list[FusedResult]:
         if not jobs:
             return []
         n = len(jobs)
@@ -83,28 +124,46 @@ class FusedPass:
             return now
 
         start = time.perf_counter()
-        m_swap = [self.swapper.alignment(j.face.kps) for j in jobs]
         m_ffhq = [align.estimate_ffhq(j.face.kps, FFHQ_SIZE) for j in jobs]
-        swap_crops = np.stack([align.warp(j.image, m, self.swapper.crop_size) for j, m in zip(jobs, m_swap, strict=True)])
         # Reflect, not black, beyond the photo's edge: the restorer and the parser see plausible
         # context instead of a hard black border they were never trained on.
         originals = np.stack(
             [align.warp(j.image, m, FFHQ_SIZE, border="reflect") for j, m in zip(jobs, m_ffhq, strict=True)]
         )
         start = tick("warp", start)
+        crop_judge = None
+        if self.judge is not None and (len(self.swappers) > 1 or len(self.restorers) > 1):
+            if source.judge is None:
+                raise ValueError("choosing among candidates needs the source's judge embedding")
+            crop_judge = CropJudge.for_jobs(self.judge, source.judge, originals, [j.face for j in jobs], m_ffhq)
+            start = tick("judge", start)
 
-        swapped = self.swapper.swap(swap_crops, identity)
-        start = tick("swap", start)
+        carried: dict[str, np.ndarray] = {}
+        m_swaps: dict[str, list[np.ndarray]] = {}
+        for swapper in self.swappers:
+            m_swap = [swapper.alignment(j.face.kps) for j in jobs]
+            crops = np.stack([align.warp(j.image, m, swapper.crop_size) for j, m in zip(jobs, m_swap, strict=True)])
+            start = tick("warp", start)
+            swapped = swapper.swap(crops, source.vectors[swapper.name])
+            start = tick("swap", start)
+            merged = []
+            for i in range(n):
+                # swap crop -> image -> FFHQ crop, as one affine: the face is resampled once here.
+                carry = align.compose(m_ffhq[i], align.invert(m_swap[i]))
+                face_in_ffhq = align.warp(swapped[i], carry, FFHQ_SIZE)
+                edge = align.warp(self.swap_edge(swapper), carry, FFHQ_SIZE)
+                merged.append(blend(originals[i], face_in_ffhq, edge))
+            carried[swapper.name], m_swaps[swapper.name] = np.stack(merged), m_swap
+            start = tick("carry", start)
 
-        merged = []
-        for i in range(n):
-            # swap crop -> image -> FFHQ crop, as one affine: the face is resampled once here.
-            carry = align.compose(m_ffhq[i], align.invert(m_swap[i]))
-            face_in_ffhq = align.warp(swapped[i], carry, FFHQ_SIZE)
-            edge = align.warp(self.swap_edge, carry, FFHQ_SIZE)
-            merged.append(blend(originals[i], face_in_ffhq, edge))
-        merged_arr = np.stack(merged)
-        start = tick("carry", start)
+        swap_choices: list[Choice | None] = [None] * n
+        if len(carried) > 1:
+            merged_arr, picked = best_of(carried, crop_judge, self.max_donor_similarity)
+            swap_choices = list(picked)
+            start = tick("choose", start)
+        else:
+            merged_arr = next(iter(carried.values())).copy()
+        used_swapper = [c.chosen if c else self.swapper.name for c in swap_choices]
 
         labels = self.parser.parse(originals) if self.parser is not None else None
         start = tick("parse", start)
@@ -115,22 +174,34 @@ class FusedPass:
                 merged_arr[i] = blend(merged_arr[i], originals[i], mouth)
         start = tick("mouth", start)
 
-        restored = self.restorer.restore(merged_arr)
+        restored_by = {r.name: r.restore(merged_arr) for r in self.restorers}
         start = tick("restore", start)
+        restore_choices: list[Choice | None] = [None] * n
+        if len(restored_by) > 1:
+            restored, picked = best_of(restored_by, crop_judge, None)
+            restore_choices = list(picked)
+            start = tick("choose", start)
+        else:
+            restored = next(iter(restored_by.values()))
+        used_restorer = [c.chosen if c else self.restorers[0].name for c in restore_choices]
 
         results = []
         for i, job in enumerate(jobs):
             mask, kind = self.paste_mask_for(labels[i] if labels is not None else None)
             image = align.paste_back(job.image, restored[i], m_ffhq[i], mask)
+            choices = {k: c for k, c in (("swapper", swap_choices[i]), ("restorer", restore_choices[i])) if c}
             results.append(
                 FusedResult(
                     image=image,
-                    m_swap=m_swap[i],
+                    m_swap=m_swaps[used_swapper[i]][i],
                     m_ffhq=m_ffhq[i],
                     paste_mask=kind,
                     mask=mask,
                     mouth=bool(self.cfg.mouth and labels is not None),
                     restored_crop=restored[i],
+                    swapper=used_swapper[i],
+                    restorer=used_restorer[i],
+                    choices=choices,
                     timings=t,
                 )
             )

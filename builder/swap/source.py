@@ -1,14 +1,14 @@
-"""The source identity: one vector for the new face, from one or several photos."""
+"""The source identity: one vector per swapper for the new face, from one or several photos."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from builder.errors import BuilderError, ImageError
-from builder.faces import align
 from builder.faces.identity import average_identity
 from builder.io import list_images, load_image
 from builder.models.base import Swapper
@@ -16,10 +16,17 @@ from builder.models.base import Swapper
 
 @dataclass
 class SourceIdentity:
-    vector: np.ndarray  # (512,) what the swapper is conditioned on
+    vectors: dict[str, np.ndarray]  # swapper name -> what that swapper is conditioned on
     judge: np.ndarray | None  # L2-normalised judge embedding, for scoring results
     used: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    @property
+    def vector(self) -> np.ndarray:
+        """The conditioning vector when a single swapper runs."""
+        if len(self.vectors) != 1:
+            raise BuilderError(f"several swappers ({', '.join(self.vectors)}): ask for one by name")
+        return next(iter(self.vectors.values()))
 
 
 def source_paths(sources: list[str]) -> list[Path]:
@@ -35,14 +42,14 @@ def source_paths(sources: list[str]) -> list[Path]:
     return paths
 
 
-def source_identity(paths: list[Path], detector, swapper: Swapper, judge=None, max_pixels: int = 60_000_000) -> SourceIdentity:
-    """Embed every source photo with the swapper's own ArcFace and average them.
+def source_identity(
+    paths: list[Path], detector, swappers: Sequence[Swapper], judge=None, max_pixels: int = 60_000_000
+) -> SourceIdentity:
+    """Embed every source photo with each swapper's own recognizer; each swapper averages its own.
 
-    Directions are averaged on the unit sphere (normalise, mean, renormalise) so one
-    high-contrast photo does not outvote the rest. GHOST's generator was trained on raw,
-    unnormalised ArcFace vectors, so the average is rescaled to the sources' mean norm.
+    Each photo is read and detected once, whatever the number of swappers.
     """
-    raw: list[np.ndarray] = []
+    raw: dict[str, list[np.ndarray]] = {s.name: [] for s in swappers}
     judged: list[np.ndarray] = []
     used: list[str] = []
     failed: list[tuple[str, str]] = []
@@ -57,16 +64,14 @@ def source_identity(paths: list[Path], detector, swapper: Swapper, judge=None, m
             failed.append((str(path), "no face found"))
             continue
         face = faces[0]  # sources are portraits of one person; the largest face is theirs
-        crop = align.warp(image, swapper.alignment(face.kps), swapper.crop_size)
-        raw.append(swapper.embed_source(crop[None])[0].astype(np.float32))
+        for swapper in swappers:
+            raw[swapper.name].append(np.asarray(swapper.embed_source(image, face.kps), dtype=np.float32))
         if judge is not None:
             judged.append(judge.embed(image, face))
         used.append(str(path))
-    if not raw:
+    if not used:
         details = "; ".join(f"{p}: {r}" for p, r in failed) or "no source photos given"
         raise BuilderError(f"no usable source face ({details})")
-    stack = np.stack(raw)
-    mean_norm = float(np.linalg.norm(stack, axis=1).mean())
-    vector = average_identity(stack) * mean_norm
+    vectors = {s.name: np.asarray(s.identity(np.stack(raw[s.name])), dtype=np.float32) for s in swappers}
     judge_vec = average_identity(np.stack(judged)) if judged else None
-    return SourceIdentity(vector=vector.astype(np.float32), judge=judge_vec, used=used, failed=failed)
+    return SourceIdentity(vectors=vectors, judge=judge_vec, used=used, failed=failed)

@@ -1,4 +1,4 @@
-"""Face swappers behind the Swapper interface; GHOST (ai-forever/ghost) is the one shipped.
+"""GHOST (ai-forever/ghost): the AEI-Net generator conditioned on its own iresnet100 ArcFace.
 
 Everything a GHOST swap does to pixels, as upstream does it (ai-forever/ghost):
 
@@ -18,7 +18,6 @@ Everything a GHOST swap does to pixels, as upstream does it (ai-forever/ghost):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +26,15 @@ import torch.nn.functional as F
 
 from builder.config import Config
 from builder.device import model_dtype
+from builder.errors import ConfigError
+from builder.faces import align
+from builder.faces.identity import average_identity
 from builder.models.checkpoint import load_strict, randomize, read_state_dict
 from builder.models.ghost import CROP_SIZE, AEINet
 from builder.models.iresnet import EMBEDDING_SIZE, INPUT_SIZE, IResNet, iresnet100, settle_batchnorm
 from builder.weights import require
+
+NAMES = ("ghost",)
 
 # config value of [swap] generator -> (weights registry name, AAD blocks per residual block)
 GHOST_GENERATORS: dict[str, tuple[str, int]] = {
@@ -66,13 +70,26 @@ class GhostSwapper:
     dtype: torch.dtype  # the generator's; ArcFace runs in fp32 as in GHOST
     batch_size: int = 8
     crop_size: int = CROP_SIZE
+    name: str = "ghost"
 
     def alignment(self, kps: np.ndarray) -> np.ndarray:
-        from builder.faces.align import ghost_alignment
+        return align.ghost_alignment(kps, self.crop_size)
 
-        return ghost_alignment(kps, self.crop_size)
+    def embed_source(self, image: np.ndarray, kps: np.ndarray) -> np.ndarray:
+        """GHOST embeds the source from its own swap crop (the 224 crop halved to 112 upstream)."""
+        crop = align.warp(image, self.alignment(kps), self.crop_size)
+        return self.embed_crops(crop[None])[0]
 
-    def embed_source(self, crops: np.ndarray) -> np.ndarray:
+    def identity(self, raw: np.ndarray) -> np.ndarray:
+        """Directions averaged on the unit sphere (normalise, mean, renormalise) so one
+        high-contrast photo does not outvote the rest; GHOST's generator was trained on raw,
+        unnormalised ArcFace vectors, so the average is rescaled to the sources' mean norm."""
+        raw = np.asarray(raw, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
+        mean_norm = float(np.linalg.norm(raw, axis=1).mean())
+        return (average_identity(raw) * mean_norm).astype(np.float32)
+
+    def embed_crops(self, crops: np.ndarray) -> np.ndarray:
+        """(N, 256, 256, 3) GHOST crops -> (N, 512) raw iresnet100 vectors."""
         _check_crops(crops, self.crop_size, "source crops")
         out = []
         with torch.inference_mode():
@@ -111,7 +128,13 @@ def _ghost_models(cfg: Config, device: torch.device) -> tuple[AEINet, IResNet]:
     return generator, arcface
 
 
-def load_ghost(cfg: Config, device: torch.device) -> GhostSwapper:
+def weights(cfg: Config, name: str) -> list[str]:
+    return [GHOST_GENERATORS[cfg.swap.generator][0], "ghost_arcface"]
+
+
+def load(cfg: Config, device: torch.device, name: str = "ghost", **options: str) -> GhostSwapper:
+    if options:
+        raise ConfigError(f"the ghost swapper takes no options (its generator is swap.generator), got {', '.join(options)}")
     generator, arcface = _ghost_models(cfg, device)
     dtype = model_dtype(device)
     return GhostSwapper(
@@ -122,10 +145,3 @@ def load_ghost(cfg: Config, device: torch.device) -> GhostSwapper:
         batch_size=cfg.swap.batch_size,
     )
 
-
-SWAPPERS: dict[str, Callable[[Config, torch.device], GhostSwapper]] = {"ghost": load_ghost}
-
-
-def load_swapper(cfg: Config, device: torch.device) -> GhostSwapper:
-    """The configured swapper with its weights loaded once; every [swap] generator is a GHOST one."""
-    return SWAPPERS["ghost"](cfg, device)
