@@ -269,6 +269,7 @@ def test_two_tabs_editing_at_once_lose_nothing(run_copy):
 
 def test_page_in_headless_chromium(run_copy):
     chromium_or_skip()
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
     from selenium.webdriver.support.ui import WebDriverWait
@@ -280,11 +281,15 @@ def test_page_in_headless_chromium(run_copy):
     choice = {"candidates": {"ghost+codeformer": 0.41, "ghost+gfpgan": 0.47}, "chosen": "ghost+gfpgan"}
     append_jsonl(out / "manifest.jsonl", {**records(out)[edited], "choice": choice})
 
+    def wait(driver, condition, seconds=30):
+        # A card is drawn again after each change: an element found a moment ago may be gone.
+        return WebDriverWait(driver, seconds, ignored_exceptions=(StaleElementReferenceException,)).until(condition)
+
     def card(driver, key):
         return driver.find_element(By.CSS_SELECTOR, f'article[data-key="{key}"]')
 
     def loaded(driver):
-        WebDriverWait(driver, 30).until(lambda d: d.execute_script("return document.body.dataset.loaded === '1'"))
+        wait(driver, lambda d: d.execute_script("return document.body.dataset.loaded === '1'"))
 
     with serving(out, clip) as server, chromium() as driver:
         driver.get(server.url)
@@ -292,7 +297,7 @@ def test_page_in_headless_chromium(run_copy):
         cards = driver.find_elements(By.CSS_SELECTOR, "article.card")
         assert len(cards) == 3
         # Every thumbnail of a photo with a result decodes (donor, result, both face close-ups).
-        WebDriverWait(driver, 60).until(lambda d: d.execute_script(
+        wait(driver, seconds=60, condition=lambda d: d.execute_script(
             "const imgs = [...document.querySelectorAll('article.card img')];"
             "return imgs.length === 2 * 4 + 1 && imgs.every(i => i.complete && i.naturalWidth > 0);"))  # fmt: skip
         assert "unusable" in card(driver, "no_face.png").text
@@ -303,15 +308,15 @@ def test_page_in_headless_chromium(run_copy):
         assert "2 kept, 0 rejected, 1 unusable" in story
 
         card(driver, rejected).find_element(By.CSS_SELECTOR, "button.reject").click()
-        WebDriverWait(driver, 30).until(lambda d: card(d, rejected).get_attribute("data-status") == REJECTED)
+        wait(driver, lambda d: card(d, rejected).get_attribute("data-status") == REJECTED)
 
         area = card(driver, edited).find_element(By.CSS_SELECTOR, "textarea")
         area.send_keys(", smiling, long hair, outdoors")
-        count = card(driver, edited).find_element(By.CSS_SELECTOR, ".count")
         tokens = server.app.counter.count("ohwx, woman, smiling, long hair, outdoors")
-        WebDriverWait(driver, 30).until(lambda d: count.text.startswith(f"{tokens} / 75"))  # counted live by the server
+        # counted live by the server, as it is typed
+        wait(driver, lambda d: card(d, edited).find_element(By.CSS_SELECTOR, ".count").text.startswith(f"{tokens} / 75"))
         area.send_keys(Keys.CONTROL, Keys.ENTER)
-        WebDriverWait(driver, 30).until(lambda d: "edited by tester" in card(d, edited).text)
+        wait(driver, lambda d: "edited by tester" in card(d, edited).text)
 
         driver.refresh()
         loaded(driver)
@@ -332,9 +337,9 @@ def test_page_in_headless_chromium(run_copy):
             keys.send_keys(Keys.ARROW_RIGHT)
         assert "focused" in card(driver, rejected).get_attribute("class")
         keys.send_keys("k")
-        WebDriverWait(driver, 30).until(lambda d: card(d, rejected).get_attribute("data-status") == KEPT)
+        wait(driver, lambda d: card(d, rejected).get_attribute("data-status") == KEPT)
         keys.send_keys("r")
-        WebDriverWait(driver, 30).until(lambda d: card(d, rejected).get_attribute("data-status") == REJECTED)
+        wait(driver, lambda d: card(d, rejected).get_attribute("data-status") == REJECTED)
 
         driver.find_element(By.ID, "tab-samples").click()
         plot = driver.find_element(By.ID, "identity-plot")
