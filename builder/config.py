@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 from builder.errors import ConfigError
 
+DEFAULT_BASE_MODEL = "epicrealism"  # registry name: the brief's realistic SD 1.5 fine-tune
+
 
 @dataclass
 class PathsConfig:
@@ -28,7 +30,12 @@ class PathsConfig:
     out: str = ""  # run folder: img/, reg/, model/, log/, manifest, TOMLs
     reg: str = ""  # optional folder of regularisation images
     sd_scripts: str = ""  # kohya sd-scripts checkout
-    base_model: str = ""  # SD 1.5-family .safetensors/.ckpt file or diffusers folder
+    # Base model (builder.base_model): a .safetensors/.ckpt file or diffusers folder, a registry
+    # name (`launch.py weights`), a Hugging Face repo id owner/name[@revision][:file], civitai:<versionId>
+    # or a civitai download URL, or any https URL. Empty: DEFAULT_BASE_MODEL, or with
+    # --random-weights a generated random-weight SD 1.5.
+    base_model: str = ""
+    base_model_sha256: str = ""  # expected sha256 of a base model given as an https URL (optional)
 
 
 @dataclass
@@ -164,11 +171,13 @@ class CaptionConfig:
 
 @dataclass
 class KohyaConfig:
-    preset: str = "character_sd15"
+    # auto: SDXL when the base model has SDXL's second text encoder, else SD 1.5 (builder.model_family)
+    model_family: Literal["auto", "sd15", "sdxl"] = "auto"
+    preset: str = ""  # kohya_configs/ name or a .toml file; empty: character_sd15 or character_sdxl by family
     target_steps: int = 1600
     epochs: int = 10
     batch_size: int = 1
-    resolution: int = 512
+    resolution: int = 0  # 0: the family's native size (512 SD 1.5, 1024 SDXL)
     network_dim: int = 32
     network_alpha: int = 16
     learning_rate: float = 1e-4
@@ -187,14 +196,16 @@ class KohyaConfig:
     tokenizer_cache_dir: str = ""  # holds openai_clip-vit-large-patch14/ so train_network.py needs no download
     accelerate: str = ""  # accelerate executable; empty: sd-scripts' venv, then PATH, then this Python's
     extra_args: list[str] = field(default_factory=list)  # "key=value" train_network.py arguments over the preset
+    num_processes: int = 1  # GPUs to train on (--gpus N); above 1: accelerate launch --multi_gpu
+    gpu_ids: str = ""  # which GPUs, e.g. "0,1" (accelerate --gpu_ids); empty: all of them / the first N
 
 
 @dataclass
 class SampleConfig:
     steps: int = 25
     guidance: float = 7.0
-    width: int = 512
-    height: int = 512
+    width: int = 0  # 0: the base model family's native size (512 SD 1.5, 1024 SDXL)
+    height: int = 0
     seeds: list[int] = field(default_factory=lambda: [1, 2])
     identity_threshold: float | None = None  # judge cosine; unset: the [faces] judge's calibrated value
     sampler: str = "ddim"  # kohya sampler name for prompt lines without --ss (sd-scripts' default)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import shutil
 import socket
@@ -20,6 +21,7 @@ import urllib.error
 import urllib.request
 import zipfile
 import zlib
+from email.message import Message
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
@@ -40,10 +42,15 @@ CONNECT_TIMEOUT = 4.0  # seconds to open a TCP connection before a host counts a
 READ_TIMEOUT = 60.0  # seconds of silence mid-transfer before giving up (the .part is kept)
 CHUNK = 1 << 20
 USER_AGENT = "character-lora-builder/0.1 (+python urllib)"
+PART_NAME = "download.part"  # download_named: bytes of a file whose name comes with the response
 
 
 class DownloadError(BuilderError):
     """One file could not be downloaded or did not verify."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status  # the HTTP status code when the server answered with an error
 
 
 def byte_progress() -> Progress:
@@ -87,25 +94,69 @@ class HostProbe:
         return self._seen[target]
 
 
-def download_file(
+class _NoCrossHostAuth(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but never carry the Authorization header to another host.
+
+    Civitai answers a download with a redirect to a pre-signed storage URL; urllib would
+    forward the token there (and the storage host refuses a request signed twice).
+    """
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and urlsplit(newurl).netloc != urlsplit(req.full_url).netloc:
+            new.remove_header("Authorization")
+        return new
+
+
+_OPENER = urllib.request.build_opener(_NoCrossHostAuth)
+
+
+def _open(url: str, headers: dict[str, str], timeout: float):  # type: ignore[no-untyped-def]
+    return _OPENER.open(urllib.request.Request(url, headers=headers), timeout=timeout)
+
+
+def get_json(url: str, headers: dict[str, str] | None = None, timeout: float = READ_TIMEOUT) -> object:
+    """GET a JSON document; DownloadError (with the HTTP status) when it fails."""
+    try:
+        with _open(url, {"User-Agent": USER_AGENT, "Accept": "application/json", **(headers or {})}, timeout) as resp:
+            return json.loads(resp.read().decode("utf-8"))
+    except urllib.error.HTTPError as exc:
+        raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}", status=exc.code) from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DownloadError(f"{url}: {getattr(exc, 'reason', exc)}") from None
+    except ValueError as exc:
+        raise DownloadError(f"{url}: not JSON ({exc})") from None
+
+
+def content_disposition_name(headers: Message | None) -> str | None:
+    """The file name a server gives in Content-Disposition, reduced to a safe base name."""
+    if headers is None:
+        return None
+    raw = headers.get_filename()  # handles filename= and RFC 2231 filename*=
+    if not raw:
+        return None
+    name = PurePosixPath(raw.replace("\\", "/")).name.strip()
+    return name if name not in ("", ".", "..") else None
+
+
+def _transfer(
     url: str,
-    dest: Path,
+    part: Path,
     *,
     size: int | None,
     sha256: str | None,
     label: str,
-    progress: Progress | None = None,
-    read_timeout: float = READ_TIMEOUT,
+    progress: Progress | None,
+    read_timeout: float,
+    headers: dict[str, str] | None,
     crc32: str | None = None,
-) -> str:
-    """Download ``url`` to ``dest`` through ``dest.part`` (resumed if present); return its sha256.
+) -> tuple[str, Message | None]:
+    """Fill ``part`` from ``url`` (resuming it) and verify it; its sha256 and the response headers.
 
     Raises DownloadError naming the URL and the file when the transfer fails (the .part
     is kept for the next attempt) or when size, sha256 or CRC32 differ (the .part is deleted).
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
+    part.parent.mkdir(parents=True, exist_ok=True)
     offset = part.stat().st_size if part.is_file() else 0
     if size is not None and offset > size:
         part.unlink()
@@ -119,21 +170,23 @@ def download_file(
     task = progress.add_task(label, total=size, completed=offset) if progress else None
 
     expected = size
+    answer: Message | None = None
     if size is None or offset < size:
-        headers = {"User-Agent": USER_AGENT}
+        request_headers = {"User-Agent": USER_AGENT, **(headers or {})}
         if offset:
-            headers["Range"] = f"bytes={offset}-"
+            request_headers["Range"] = f"bytes={offset}-"
         try:
-            resp = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=read_timeout)
+            resp = _open(url, request_headers, read_timeout)
         except urllib.error.HTTPError as exc:
             if exc.code != 416 or not offset:  # 416: nothing after `offset`, the .part is whole
-                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}") from None
+                raise DownloadError(f"{url}: HTTP {exc.code} {exc.reason}", status=exc.code) from None
             resp = None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise DownloadError(f"{url}: {reason}") from None
         if resp is not None:
             with resp:
+                answer = resp.headers
                 mode = "ab"
                 if offset and resp.status != 206:  # the server ignored Range: start over
                     offset, mode, hasher, crc = 0, "wb", hashlib.sha256(), 0
@@ -179,8 +232,57 @@ def download_file(
         raise DownloadError(
             f"{url}: checksum bad: CRC32 {crc:08x}, expected {crc32.lower()}; deleted {part}"
         )
+    return digest, answer
+
+
+def download_file(
+    url: str,
+    dest: Path,
+    *,
+    size: int | None,
+    sha256: str | None,
+    label: str,
+    progress: Progress | None = None,
+    read_timeout: float = READ_TIMEOUT,
+    headers: dict[str, str] | None = None,
+    crc32: str | None = None,
+) -> str:
+    """Download ``url`` to ``dest`` through ``dest.part`` (resumed if present); return its sha256.
+
+    Only a verified file is moved to ``dest``; see ``_transfer`` for the failures.
+    """
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    digest, _ = _transfer(url, part, size=size, sha256=sha256, label=label, progress=progress,
+                          read_timeout=read_timeout, headers=headers, crc32=crc32)
     os.replace(part, dest)
     return digest
+
+
+def download_named(
+    url: str,
+    folder: Path,
+    *,
+    fallback_name: str,
+    size: int | None,
+    sha256: str | None,
+    progress: Progress | None = None,
+    read_timeout: float = READ_TIMEOUT,
+    headers: dict[str, str] | None = None,
+) -> tuple[Path, str]:
+    """Download ``url`` into ``folder`` under the name the server gives (Content-Disposition).
+
+    The bytes go to ``folder/download.part`` (resumed if present), so the name need not be
+    known before the first response; ``fallback_name`` is used when the server gives none.
+    Returns the final path and its sha256.
+    """
+    folder = Path(folder)
+    part = folder / PART_NAME
+    digest, answer = _transfer(url, part, size=size, sha256=sha256, label=fallback_name,
+                               progress=progress, read_timeout=read_timeout, headers=headers)
+    dest = folder / (content_disposition_name(answer) or fallback_name)
+    os.replace(part, dest)
+    return dest, digest
 
 
 def _safe_member(name: str) -> PurePosixPath | None:

@@ -17,6 +17,14 @@ def clip_bpe_needed(cfg: Config) -> bool:
     return cfg.caption.clip_tokenizer == W.CLIP_REPO_ID or not cfg.kohya.tokenizer_cache_dir
 
 
+def base_model_names(cfg: Config) -> list[str]:
+    """The registry base model train and sample will load, if the configured one is a registry name."""
+    from builder.config import DEFAULT_BASE_MODEL
+
+    spec = cfg.paths.base_model or ("" if cfg.runtime.random_weights else DEFAULT_BASE_MODEL)
+    return [spec] if spec in W.REGISTRY and W.REGISTRY[spec].family else []
+
+
 def needed_for(cfg: Config) -> list[str]:
     """Registry names the given configuration will load.
 
@@ -24,9 +32,9 @@ def needed_for(cfg: Config) -> list[str]:
     random-weight run still counts caption tokens with the real one.
     """
     tokenizer = ["clip_bpe"] if clip_bpe_needed(cfg) else []
-    # Training and sampling fall back to the registry's SD 1.5 when no base model is given;
-    # it is the user's model, not ours, so random weights do not replace it.
-    data = tokenizer + ([] if cfg.paths.base_model else ["sd15_base"])
+    # A base model named by registry name (or the default one) is fetched like any weight;
+    # random weights without a base model train on a generated random SD 1.5 instead.
+    data = tokenizer + base_model_names(cfg)
     if cfg.runtime.random_weights:
         return data
     out = swappers.weights(cfg)

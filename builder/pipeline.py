@@ -97,8 +97,8 @@ RUNNERS = {"build": stage_build, "caption": stage_caption, "train": stage_train,
 def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
     """Registry files these stages will read that are not in the cache yet.
 
-    With no base model configured, training and sampling use the registry's SD 1.5
-    checkpoint, so a newcomer's first run fetches it instead of asking for a download.
+    A base model given by registry name (or the default one) counts only when training or
+    sampling is among the stages.
     """
     from builder import weights as W
     from builder.caption.clip_tokenizer import open_clip_bpe
@@ -106,24 +106,58 @@ def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
 
     names = needed_for(cfg)
     if not {"train", "sample"} & set(stages):
-        names = [n for n in names if n != "sd15_base"]
+        names = [n for n in names if not W.REGISTRY[n].family]
     missing = [n for n in names if W.state(n, cfg.runtime.weights_dir).state == W.MISSING]
     # An installed open-clip-torch carries the same BPE file; nothing to download then.
     return [n for n in missing if not (n == "clip_bpe" and open_clip_bpe() is not None)]
 
 
+def preflight(cfg: Config, stages: tuple[str, ...]) -> None:
+    """What the stages need, checked in seconds before the first one touches a photo.
+
+    The trainer (sd-scripts and accelerate) when train is among them; the base model's
+    source (present, or its host answers) when train or sample is. Missing weight files
+    are fetched by ensure_weights, which fails fast naming each one when offline.
+    """
+    from builder.base_model import base_model_spec, check_base_model
+
+    if "train" in stages and not final_lora(cfg, Path(cfg.paths.out)).is_file():
+        from builder.kohya.train import check_sd_scripts, find_accelerate
+
+        find_accelerate(check_sd_scripts(cfg.paths.sd_scripts), cfg.kohya.accelerate)
+    if {"train", "sample"} & set(stages):
+        check_base_model(base_model_spec(cfg), cfg)
+
+
 def ensure_weights(cfg: Config, stages: tuple[str, ...]) -> None:
     """Fetch (resumable, checksum-verified) what is missing before any work starts, so a run
-    never stops halfway for a file; offline, the error names each file, its URL and its place."""
-    from builder import weights as W
+    never stops halfway for a file; offline, the error names each file, its URL and its place.
+    Then the base model is made local (downloaded, or generated for --random-weights) and
+    ``paths.base_model`` becomes its path, which the kohya files and the sampler read."""
+    from builder.base_model import base_model_spec, local_copy, parse_spec, resolve_base_model
     from builder.fetch import fetch
 
     missing = missing_weights(cfg, stages)
     if missing:
         console.print(f"fetching {len(missing)} model file(s) this run needs: {', '.join(missing)}")
         fetch(missing, cfg.runtime.weights_dir)
-    if not cfg.paths.base_model and {"train", "sample"} & set(stages):
-        cfg.paths.base_model = str(W.require("sd15_base", cfg.runtime.weights_dir))
+    if {"train", "sample"} & set(stages):
+        base = resolve_base_model(base_model_spec(cfg), cfg)
+        console.print(f"base model: {base.path} ({base.source}{', ' + base.family_hint if base.family_hint else ''})")
+        cfg.paths.base_model = str(base.path)
+    elif cfg.paths.base_model:
+        # config.toml names a base model only as a local path: never a URL (which may carry a
+        # token) or a name sd-scripts cannot read; `train` resolves those later. A local path
+        # that is not there yet stays, and `train` reports it.
+        try:
+            src = parse_spec(cfg.paths.base_model)
+        except BuilderError:
+            return
+        if src.kind != "local":
+            local = local_copy(src, cfg)
+            if local is None:
+                console.print(f"base model {src.spec} is not here yet; `train` fetches it")
+            cfg.paths.base_model = str(local or "")
 
 
 def run_stages(cfg: Config, until: str = "sample") -> RunSummary:
@@ -133,6 +167,7 @@ def run_stages(cfg: Config, until: str = "sample") -> RunSummary:
         raise BuilderError("no output folder: pass --out DIR (or set [paths] out)")
     run = RunSummary(out=Path(cfg.paths.out))
     stages = STAGES[: STAGES.index(until) + 1]
+    preflight(cfg, stages)
     ensure_weights(cfg, stages)
     for stage in stages:
         console.rule(f"[bold]{stage}")

@@ -54,6 +54,7 @@ class WeightSpec:
     # A file published beside the download holding its CRC32 (FaceFusion's .hash), fetched from
     # the same folder as whichever URL serves the file and checked when crc32 is unknown.
     crc32_file: str = ""
+    family: str = ""  # base models only: the model family ("sd15" | "sdxl") train and sample load
 
 
 _SBER = "https://github.com/sberbank-ai/sber-swap/releases/download"
@@ -257,15 +258,59 @@ _SPECS = [
         "MIT (openai/CLIP)", "CLIP ViT-L/14 tokenizer merges (caption token counts, sd-scripts)",
         subdir="clip",
     ),
+    # ---- base models (builder.base_model) ----
+    # Names `--base-model` accepts. Each is one original-layout single-file checkpoint, pinned
+    # by sha256 and size, downloadable without an account.
     # sha256 6ce01616... and size 4,265,146,304 B: several manifests pinning this exact
     # resolve URL (it is also A1111's well-known short hash 6ce0161689).
     WeightSpec(
-        "sd15_base", "v1-5-pruned-emaonly.safetensors",
+        "sd15", "v1-5-pruned-emaonly.safetensors",
         "https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5/resolve/main/"
         "v1-5-pruned-emaonly.safetensors",
         4_265_146_304, "6ce0161689b3853acaa03779ec93eafe75a02f4ced659bee03f50797806fa2fa",
-        "CreativeML Open RAIL-M", "Stable Diffusion 1.5 base checkpoint (train, sample)",
-        subdir="sd", optional=True,
+        "CreativeML Open RAIL-M", "Stable Diffusion 1.5, vanilla (train, sample)",
+        subdir="sd", optional=True, family="sd15",
+    ),
+    # epiCRealism "Natural Sin RC1 VAE" (civitai model 25694, version 143906, the brief's
+    # example), fp16 pruned with the VAE baked in. sha256 84d76a03... and 2,132,625,612 B: the
+    # hub's LFS record of this file, and independently badmonk/om's copy (commit e664c5c).
+    WeightSpec(
+        "epicrealism", "epicrealism_naturalSinRC1VAE.safetensors",
+        "https://huggingface.co/philz1337x/epicrealism/resolve/main/"
+        "epicrealism_naturalSinRC1VAE.safetensors",
+        2_132_625_612, "84d76a0328ee5a1a2a1d466ba7478ab59183e3fea385441528aa4c5d567fd43e",
+        "CreativeML Open RAIL-M", "epiCRealism Natural Sin RC1 VAE, SD 1.5 photo fine-tune (default)",
+        subdir="sd", optional=True, family="sd15",
+    ),
+    # Realistic Vision V5.1 with its VAE (civitai model 4201). sha256 15012c53... and
+    # 2,132,625,894 B: two independent hub copies agree (JCTN/fav_models commit ab379ae,
+    # a ComfyUI space's checkpoints folder); the URL pins that commit.
+    WeightSpec(
+        "realistic_vision", "realisticVisionV51_v51VAE.safetensors",
+        "https://huggingface.co/JCTN/fav_models/resolve/ab379ae5e614d54eb4dca8e0729a44b5d60da56a/"
+        "realisticVisionV51_v51VAE.safetensors",
+        2_132_625_894, "15012c538f503ce2ebfc2c8547b268c75ccdaff7a281db55399940ff1d70e21d",
+        "CreativeML Open RAIL-M", "Realistic Vision V5.1 (VAE baked in), SD 1.5 photo fine-tune",
+        subdir="sd", optional=True, family="sd15",
+    ),
+    # ---- SDXL base models (builder.model_family: "sdxl") ----
+    # SDXL base 1.0 in its SGM single-file layout. sha256 31e35c80... and 6,938,078,334 B:
+    # the hub's LFS record, repeated by several independent manifests pinning this file.
+    WeightSpec(
+        "sdxl_base", "sd_xl_base_1.0.safetensors",
+        "https://huggingface.co/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors",
+        6_938_078_334, "31e35c80fc4829d14f90153f4c74cd59c90b779f6afe05a74cd6120b893f7e5b",
+        "CreativeML Open RAIL++-M", "Stable Diffusion XL base 1.0 (train, sample)",
+        subdir="sdxl", optional=True, family="sdxl",
+    ),
+    # RealVisXL V4.0, the photo fine-tune PhotoMaker's README recommends as its SDXL base.
+    # No size or sha256 could be read here (the hub's LFS record was not reachable): unverified.
+    WeightSpec(
+        "realvisxl_v4", "RealVisXL_V4.0.safetensors",
+        "https://huggingface.co/SG161222/RealVisXL_V4.0/resolve/main/RealVisXL_V4.0.safetensors",
+        None, None, "CreativeML Open RAIL++-M (SDXL's; model card: openrail++)",
+        "RealVisXL V4.0, SDXL photo fine-tune (PhotoMaker's recommended base)",
+        subdir="sdxl", optional=True, family="sdxl",
     ),
 ]
 REGISTRY: dict[str, WeightSpec] = {s.name: s for s in _SPECS}

@@ -141,11 +141,13 @@ def test_tokenizer_cache_dir_without_bpe_file_is_left_for_sd_scripts(
 
 
 def test_presets_are_valid_and_user_config_overrides_them(tmp_path: Path) -> None:
-    assert {"character_sd15", "lowvram_sd15"} <= set(available_presets())
-    for name in available_presets():
-        preset = load_preset(name)
-        assert set(preset.dataset) <= dataset_keys("general")
-        assert set(preset.train) <= set(train_arguments())
+    assert {"character_sd15", "lowvram_sd15", "character_sdxl", "lowvram_sdxl"} <= set(available_presets())
+    for family in ("sd15", "sdxl"):
+        for name in available_presets(family):
+            preset = load_preset(name, family)
+            assert preset.family == family
+            assert set(preset.dataset) <= dataset_keys("general")
+            assert set(preset.train) <= set(train_arguments(family))
     cfg = tiny_config()
     cfg.kohya.preset = "lowvram_sd15"
     cfg.kohya.network_dim = 8

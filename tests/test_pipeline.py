@@ -15,14 +15,18 @@ def test_a_random_weight_run_needs_nothing_from_the_network(tmp_path):
     cfg.runtime.weights_dir = str(tmp_path)
     cfg.paths.base_model = str(tmp_path / "model.safetensors")
     assert missing_weights(cfg, ("build", "caption", "train", "sample")) == []
+    cfg.paths.base_model = ""  # the generated random SD 1.5: nothing to download either
+    assert missing_weights(cfg, ("build", "caption", "train", "sample")) == []
 
 
 def test_a_real_run_lists_every_missing_file_and_the_base_model(tmp_path):
     cfg = Config()
     cfg.runtime.weights_dir = str(tmp_path)
     needed = missing_weights(cfg, ("build", "caption", "train", "sample"))
-    assert {"ghost_unet_2blocks", "ghost_arcface", "antelopev2", "codeformer", "parsing_bisenet", "blip_large", "sd15_base"} <= set(needed)
-    assert "sd15_base" not in missing_weights(cfg, ("build", "caption"))
+    assert {"ghost_unet_2blocks", "ghost_arcface", "antelopev2", "codeformer", "parsing_bisenet", "blip_large", "epicrealism"} <= set(needed)
+    assert "epicrealism" not in missing_weights(cfg, ("build", "caption"))
+    cfg.paths.base_model = "sd15"  # vanilla SD 1.5, one name away
+    assert "sd15" in missing_weights(cfg, ("train",)) and "epicrealism" not in missing_weights(cfg, ("train",))
     cfg.swap.restorer, cfg.faces.detector, cfg.faces.judge = "gfpgan", "dlib", "dlib"
     needed = missing_weights(cfg, ("build",))
     assert "gfpgan_v1.4" in needed and "codeformer" not in needed and "antelopev2" not in needed

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -57,7 +59,10 @@ def world(tmp_path_factory, data_dir):
     bin_dir = root / "bin"
     fake_accelerate(bin_dir)
     clip = write_clip_tokenizer(root / "clip")
-    return {"root": root, "donors": donors, "base": base, "lora": lora, "sd_scripts": sd_scripts, "bin": bin_dir, "clip": clip}
+    one_donor = root / "one_donor"
+    one_donor.mkdir()
+    shutil.copy(donors / DONORS[0], one_donor / DONORS[0])
+    return {"root": root, "donors": donors, "one_donor": one_donor, "base": base, "lora": lora, "sd_scripts": sd_scripts, "bin": bin_dir, "clip": clip}
 
 
 def run_args(world, out: Path, source: Path, *extra: str) -> list[str]:
@@ -86,17 +91,70 @@ def env(world):
     mp.undo()
 
 
-def test_run_stops_before_training_without_sd_scripts_and_keeps_its_work(world, env, tmp_path, source_photo, capsys):
+def plumbing_args(world, out: Path, source: Path, *extra: str) -> list[str]:
+    """The README's plumbing check: random weights, no --base-model, nothing to download (one donor)."""
+    return [
+        "run", "--source", str(source), "--donors", str(world["one_donor"]), "--out", str(out),
+        "--random-weights", "--detector", "dlib", "--judge", "dlib", "--caption-backend", "none",
+        "--device", "cpu", "--weights-dir", str(world["root"] / "weights"),
+        "--set", "kohya.epochs=2", "--set", "sample.steps=2", "--set", "sample.width=64",
+        "--set", "sample.height=64", "--set", "sample.seeds=1",
+        *extra,
+    ]  # fmt: skip
+
+
+def test_run_without_sd_scripts_fails_in_seconds_before_touching_a_photo(world, env, tmp_path, source_photo, capsys):
     out = tmp_path / "run"
-    rc = launch.main(run_args(world, out, source_photo, "--sd-scripts", str(world["root"] / "missing")))
+    start = time.monotonic()
+    rc = launch.main(plumbing_args(world, out, source_photo, "--until", "train"))
+    assert time.monotonic() - start < 10
     assert rc != 0
-    err = capsys.readouterr().err
-    assert "sd-scripts" in err and "missing" in err
-    assert (out / "manifest.jsonl").is_file() and (out / "config.toml").is_file()
-    images = list((out / "img").glob("*/*.png"))
-    assert len(images) == len(DONORS)
-    assert all(p.with_suffix(".txt").is_file() for p in images)
-    assert not (out / "model" / "ohwx.safetensors").exists()
+    assert "sd-scripts checkout not given: pass --sd-scripts DIR" in capsys.readouterr().err
+    assert not out.exists()  # no result, no manifest, no folder
+    rc = launch.main(plumbing_args(world, out, source_photo, "--until", "train", "--sd-scripts", str(world["root"] / "missing")))
+    assert rc != 0 and "does not exist" in capsys.readouterr().err and not out.exists()
+
+
+@pytest.mark.slow
+def test_plumbing_check_trains_and_samples_on_the_generated_random_sd15_with_no_network(
+    world, env, tmp_path, source_photo, monkeypatch
+):
+    from builder import random_sd15
+    from tests.fixtures.clip import bpe_path
+    from tests.test_base_model import TINY
+
+    # The product generates SD 1.5's real sizes; the test the same architecture, tiny.
+    monkeypatch.setattr(random_sd15, "SD15", TINY)
+    twin = random_sd15.write_random_sd15(tmp_path / "twin", bpe_path(), seed=0, sizes=TINY)
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(twin, safety_checker=None)
+    monkeypatch.setenv("LORA_FOR_TEST", str(write_kohya_lora(pipe.unet, pipe.text_encoder, tmp_path / "lora.safetensors")))
+    monkeypatch.setenv("TRAIN_COUNTER", str(tmp_path / "train_runs.txt"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket.socket, "connect", no_network(socket.socket.connect))
+
+    out = tmp_path / "run"
+    # No restorer and no parsing: the build's own models are tested elsewhere; this is about the base model.
+    fast = ("--restorer", "none", "--no-mouth", "--set", "swap.paste_mask=box")
+    assert launch.main(plumbing_args(world, out, source_photo, "--sd-scripts", str(world["sd_scripts"]), *fast)) == 0
+    generated = world["root"] / "weights" / "sd" / "random-sd15-seed0"
+    assert (generated / "model_index.json").is_file()
+    assert f'pretrained_model_name_or_path = "{generated}"' in (out / "config.toml").read_text(encoding="utf-8")
+    report = json.loads((out / "samples" / "report.json").read_text(encoding="utf-8"))
+    assert report["complete"] is True and report["base_model"] == str(generated)
+    assert len({img["epoch"] for img in report["images"]}) == 3  # base-model control + epoch 1 + final
+    assert (tmp_path / "train_runs.txt").read_text().count("ran") == 1
+
+
+def no_network(connect):  # type: ignore[no-untyped-def]
+    """socket.connect that refuses every address but this machine's own."""
+    def guarded(sock, address):  # type: ignore[no-untyped-def]
+        host = address[0] if isinstance(address, tuple) else ""
+        if isinstance(address, tuple) and host not in ("127.0.0.1", "::1", "localhost"):
+            raise OSError(f"test: no network ({host})")
+        return connect(sock, address)
+    return guarded
 
 
 def test_run_end_to_end_then_again_without_redoing_anything(world, env, tmp_path, source_photo):

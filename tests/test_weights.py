@@ -24,7 +24,7 @@ from tests.fixtures.weights import Served, closed_port, file_server
 REQUIRED_NAMES = {
     "ghost_unet_1block", "ghost_unet_2blocks", "ghost_unet_3blocks", "ghost_arcface",
     "antelopev2", "buffalo_l", "codeformer", "gfpgan_v1.4", "parsing_bisenet",
-    "parsing_parsenet", "blip_large", "blip_base", "sd15_base",
+    "parsing_parsenet", "blip_large", "blip_base", "sd15", "epicrealism", "realistic_vision",
 }
 PAYLOAD = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4 B: crosses the 1 MiB read chunk
 
@@ -362,10 +362,10 @@ def test_needed_for_follows_the_config() -> None:
     cfg = Config()
     assert set(needed_for(cfg)) == {
         "ghost_unet_2blocks", "ghost_arcface", "antelopev2", "codeformer", "parsing_bisenet", "blip_large",
-        "clip_bpe", "sd15_base",
+        "clip_bpe", "epicrealism",
     }
-    cfg.paths.base_model = "/models/my_sd15.safetensors"  # the user's own base model: no SD 1.5 download
-    assert "sd15_base" not in needed_for(cfg)
+    cfg.paths.base_model = "/models/my_sd15.safetensors"  # the user's own base model: no download
+    assert "epicrealism" not in needed_for(cfg)
     cfg.swap.restorer, cfg.faces.insightface_pack, cfg.caption.backend = "gfpgan", "buffalo_l", "none"
     assert {"gfpgan_v1.4", "buffalo_l"} <= set(needed_for(cfg)) and "blip_large" not in needed_for(cfg)
     cfg.caption.backend, cfg.caption.model = "blip", "blip_large"  # a registry name, as blip.py accepts

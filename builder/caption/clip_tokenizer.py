@@ -29,6 +29,10 @@ from builder.weights import CLIP_REPO_ID
 
 SD_SCRIPTS_CACHE = "sd-scripts-tokenizer"  # the tokenizer_cache_dir the kohya files get by default
 CLIP_CACHE_NAME = CLIP_REPO_ID.replace("/", "_")  # sd-scripts: model_id.replace("/", "_")
+# SDXL's second tokenizer (sd-scripts strategy_sdxl.TOKENIZER2_PATH): OpenCLIP's, the same
+# BPE vocabulary, padded with "!" (id 0) instead of the end token.
+BIGG_REPO_ID = "laion/CLIP-ViT-bigG-14-laion2B-39B-b160k"
+BIGG_CACHE_NAME = BIGG_REPO_ID.replace("/", "_")
 BPE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 MODEL_MAX_LENGTH = 77
 VOCAB_SIZE = 49408
@@ -36,6 +40,7 @@ VOCAB_SIZE = 49408
 # symbols, their 256 "</w>" forms and the two special tokens.
 N_MERGES = 49152 - 256 - 2
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
+PAD_TOKENS = {CLIP_CACHE_NAME: EOS, BIGG_CACHE_NAME: "!"}
 TOKENIZER_FILES = ("vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -67,7 +72,7 @@ def read_merges(bpe_path: Path) -> list[str]:
     return merges
 
 
-def write_clip_tokenizer(folder: Path, bpe_path: Path) -> Path:
+def write_clip_tokenizer(folder: Path, bpe_path: Path, pad_token: str = EOS) -> Path:
     """Write a transformers CLIPTokenizer folder (model_max_length 77) from ``bpe_path``; return it."""
     folder = Path(folder)
     merges = read_merges(Path(bpe_path))
@@ -77,7 +82,7 @@ def write_clip_tokenizer(folder: Path, bpe_path: Path) -> Path:
     (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(vocab)}), encoding="utf-8")
     (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf-8")
     # As in the hub repo: padding with the end token is what sd-scripts reads as "SD v1".
-    special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
+    special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": pad_token}
     (folder / "special_tokens_map.json").write_text(json.dumps(special), encoding="utf-8")
     config = {"model_max_length": MODEL_MAX_LENGTH, "tokenizer_class": "CLIPTokenizer", "do_lower_case": True, **special}
     (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
@@ -128,20 +133,22 @@ def is_tokenizer_folder(folder: Path) -> bool:
     return all((folder / name).is_file() for name in ("vocab.json", "merges.txt"))
 
 
-def ensure_clip_tokenizer(weights_dir: str = "") -> Path:
+def ensure_clip_tokenizer(weights_dir: str = "", name: str = CLIP_CACHE_NAME) -> Path:
     """The local CLIP tokenizer folder in the weights cache, built from the BPE file if absent.
+
+    ``name``: CLIP_CACHE_NAME, or BIGG_CACHE_NAME for SDXL's second tokenizer.
 
     Built in a temporary folder beside it and renamed into place, so a half-written
     folder is never taken for a tokenizer (by this builder or by sd-scripts).
     """
-    folder = tokenizer_cache_root(weights_dir) / CLIP_CACHE_NAME
+    folder = tokenizer_cache_root(weights_dir) / name
     if is_tokenizer_folder(folder):
         return folder
     bpe = bpe_file(weights_dir)
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        write_clip_tokenizer(tmp, bpe)
+        write_clip_tokenizer(tmp, bpe, PAD_TOKENS[name])
         if folder.exists():  # a partial folder (e.g. an interrupted sd-scripts save): replace it
             shutil.rmtree(folder)
         os.replace(tmp, folder)

@@ -25,7 +25,7 @@ def add_build_flags(p: argparse.ArgumentParser) -> None:
     config_flag(p, "--keep", dest="quality.keep", type=int, metavar="N", help="keep only the best N results")
     config_flag(p, "--caption-backend", dest="caption.backend", help="none: captions are just trigger and class")
     config_flag(p, "--reg", dest="paths.reg", metavar="DIR", help="regularisation images")
-    add_shared_flags(p, "--base-model")
+    add_shared_flags(p, "--base-model", "--base-model-sha256")
 
 
 def run_until(args: argparse.Namespace, until: str) -> int:

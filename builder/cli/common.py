@@ -7,7 +7,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
-from builder.config import Config, apply_overrides, load_toml, parse_set
+from builder.config import DEFAULT_BASE_MODEL, Config, apply_overrides, load_toml, parse_set
 
 
 def add_global_flags(parser: argparse.ArgumentParser) -> None:
@@ -54,16 +54,33 @@ def config_flag(p: argparse.ArgumentParser, *flags: str, dest: str, **kwargs: An
 SHARED_FLAGS: dict[str, dict[str, Any]] = {
     "--source": {"dest": "paths.source", "nargs": "+", "action": "extend", "metavar": "PATH",
                  "help": "source photo(s) or folder(s) of the new face ([paths] source)"},
-    "--base-model": {"dest": "paths.base_model", "metavar": "PATH",
-                     "help": "SD 1.5-family .safetensors/.ckpt file or diffusers folder ([paths] base_model)"},
+    "--base-model": {"dest": "paths.base_model", "metavar": "MODEL",
+                     "help": "file or diffusers folder, registry name (launch.py weights), owner/name[@rev][:file] "
+                     f"on Hugging Face, civitai:<versionId>, or an https URL ([paths] base_model; default: "
+                     f"{DEFAULT_BASE_MODEL}, or a random SD 1.5 with --random-weights)"},
+    "--base-model-sha256": {"dest": "paths.base_model_sha256", "metavar": "HEX",
+                            "help": "expected sha256 of a --base-model https URL download"},
     "--sd-scripts": {"dest": "paths.sd_scripts", "metavar": "DIR",
                      "help": "kohya-ss/sd-scripts checkout (holds train_network.py)"},
     "--detector": {"dest": "faces.detector", "help": "face detector ([faces] detector)"},
     "--judge": {"dest": "faces.judge", "help": "recognition net that scores identity ([faces] judge)"},
     "--donor-face": {"dest": "faces.donor_face", "help": "which face in a photo is the donor's ([faces] donor_face)"},
+    "--gpus": {"dest": "kohya.num_processes", "type": int, "metavar": "N",
+               "help": "train on N GPUs: accelerate launch --multi_gpu --num_processes N ([kohya] num_processes)"},
+    "--model-family": {"dest": "kohya.model_family",
+                       "help": "sd15 or sdxl; auto tells it from the base model ([kohya] model_family)"},
 }
 
 
 def add_shared_flags(p: argparse.ArgumentParser, *flags: str) -> None:
     for flag in flags:
         config_flag(p, flag, **SHARED_FLAGS[flag])
+
+
+def use_base_model(cfg: Config, fallback: str = "") -> None:
+    """Make the configured base model local (download, verify or generate it) and put its path in
+    the config; ``fallback`` is the spec used when none is configured (else the default)."""
+    from builder.base_model import base_model_spec, resolve_base_model
+
+    spec = cfg.paths.base_model or fallback or base_model_spec(cfg)
+    cfg.paths.base_model = str(resolve_base_model(spec, cfg).path)

@@ -23,6 +23,7 @@ from rich.markup import escape
 from builder import weights as W
 from builder.cli.common import add_shared_flags, build_config
 from builder.config import Config
+from builder.errors import BuilderError
 from builder.needs import needed_for
 
 MIN_PYTHON = (3, 11)
@@ -68,12 +69,22 @@ def check_torch() -> list[Check]:
         return [Check("MISSING", "torch", f"import failed: {exc}", fatal=True)]
     checks = [Check("OK", "torch", torch.__version__)]
     if torch.cuda.is_available():
-        names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-        checks.append(Check("OK", "cuda", f"CUDA {torch.version.cuda}: {', '.join(names)}"))
+        count = torch.cuda.device_count()
+        hint = f"; `train --gpus {count}` trains on all of them" if count > 1 else ""
+        checks.append(Check("OK", "cuda", f"CUDA {torch.version.cuda}: {count} GPU(s){hint}"))
+        checks += [gpu_check(i, torch.cuda.get_device_properties(i)) for i in range(count)]
     else:
         built = f"built for CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only build"
         checks.append(Check("WARN", "cuda", f"not available ({built}); everything runs on the CPU, slowly"))
     return checks
+
+
+def gpu_check(index: int, props: object) -> Check:
+    """One line per GPU: the numbers --gpu-ids takes, and what each can hold."""
+    name = getattr(props, "name", "?")
+    memory = getattr(props, "total_memory", 0) / 2**30
+    cc = f"{getattr(props, 'major', '?')}.{getattr(props, 'minor', '?')}"
+    return Check("OK", f"gpu {index}", f"{name}, {memory:.1f} GiB, compute capability {cc}")
 
 
 def check_imports() -> list[Check]:
@@ -159,10 +170,24 @@ def check_weights(cfg: Config) -> list[Check]:
         else:
             checks.append(Check("MISSING", f"weight {name}", f"{role}; `weights --fetch {name}` "
                                 f"or put it at {st.path}"))
-    if cfg.paths.base_model:
-        base = Path(cfg.paths.base_model).expanduser()
-        checks.append(Check("OK" if base.exists() else "MISSING", "base model", str(base)))
+    checks.append(check_base_model_source(cfg))
     return checks
+
+
+def check_base_model_source(cfg: Config) -> Check:
+    """The base model train and sample will use: here already, or where it will come from (offline)."""
+    from builder.base_model import base_model_spec, local_copy, parse_spec
+
+    spec = base_model_spec(cfg)
+    try:
+        src = parse_spec(spec)
+        found = local_copy(src, cfg)
+    except BuilderError as exc:
+        return Check("MISSING", "base model", str(exc))
+    if found is not None:
+        return Check("OK", "base model", f"{spec}: {found}")
+    how = "generated on first use" if src.kind == "random" else "fetched by the first run that trains or samples"
+    return Check("MISSING", "base model", f"{spec} ({src.kind}): not here yet, {how}")
 
 
 def check_sd_scripts(cfg: Config) -> list[Check]:

@@ -19,7 +19,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "everything it made.",
     )
     add_build_flags(p)
-    add_shared_flags(p, "--sd-scripts")
+    add_shared_flags(p, "--sd-scripts", "--model-family", "--gpus")
     p.add_argument("--until", choices=STAGES, default="sample", help="stop after this stage")
     return p
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from builder.cli.common import add_shared_flags, build_config, config_flag
+from builder.cli.common import add_shared_flags, build_config, config_flag, use_base_model
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -17,7 +17,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "source photos, and write OUT/samples/grid.png and OUT/samples/report.json.",
     )
     p.add_argument("out", type=Path, metavar="OUT", help="run folder (the one holding model/ and sample_prompts.txt)")
-    add_shared_flags(p, "--base-model")
+    add_shared_flags(p, "--base-model", "--base-model-sha256", "--model-family")
     p.add_argument("--lora", type=Path, nargs="+", default=None, metavar="FILE",
                    help="LoRA files to sample, in this order (default: every file in OUT/model/)")
     add_shared_flags(p, "--source")
@@ -35,8 +35,14 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     # diffusers imports are slow; only this command needs them.
+    from builder.kohya.files import CONFIG_TOML
+    from builder.kohya.train import read_config_toml
     from builder.sample import run_samples
 
     cfg = build_config(args)
+    trained = Path(args.out) / CONFIG_TOML
+    # Without --base-model, the model the LoRAs were trained on (config.toml) is the control.
+    fallback = read_config_toml(trained).get("pretrained_model_name_or_path", "") if trained.is_file() else ""
+    use_base_model(cfg, fallback)
     run_samples(cfg, args.out, loras=args.lora)
     return 0

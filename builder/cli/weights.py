@@ -67,7 +67,7 @@ def list_weights(names: list[str], weights_dir: str, verify: bool) -> int:
         st = W.state(name, weights_dir, verify=verify)
         bad += st.state == W.BAD
         style = STATE_STYLE[st.state]
-        tags = [spec.kind] + (["optional"] if spec.optional else [])
+        tags = [spec.kind] + ([f"base model, {spec.family}"] if spec.family else []) + (["optional"] if spec.optional else [])
         out.print(f"\n[bold]{name}[/bold] [{style}]{escape(st.state)}[/{style}]  "
                   f"({', '.join(tags)}) {escape(spec.purpose)}")
         out.print(f"  file     {spec.filename}")

@@ -40,11 +40,14 @@ class StepPlan:
     batch_size: int
     with_reg: bool  # sd-scripts adds as many regularisation items as training items per epoch
     target_steps: int
+    processes: int = 1  # GPUs (kohya.num_processes): each optimiser step takes a batch on every one
 
     @property
     def steps_per_epoch(self) -> int:
+        # train_network.py: ceil(len(train_dataloader) / accelerator.num_processes), the loader
+        # holding ceil(items / batch) batches that the processes share out.
         items = self.images * self.repeats * (2 if self.with_reg else 1)
-        return math.ceil(items / self.batch_size)
+        return math.ceil(math.ceil(items / self.batch_size) / self.processes)
 
     @property
     def total_steps(self) -> int:
@@ -52,8 +55,12 @@ class StepPlan:
 
     def describe(self) -> str:
         reg = " x 2 (reg)" if self.with_reg else ""
+        batch = (
+            f"batch {self.batch_size} x {self.processes} GPUs (effective batch {self.batch_size * self.processes})"
+            if self.processes > 1 else f"batch {self.batch_size}"
+        )
         return (
-            f"{self.images} images x {self.repeats} repeats{reg} / batch {self.batch_size} = "
+            f"{self.images} images x {self.repeats} repeats{reg} / {batch} = "
             f"{self.steps_per_epoch} steps per epoch, x {self.epochs} epochs = {self.total_steps} steps "
             f"(target {self.target_steps}, kohya.target_steps; aspect-ratio buckets that do not fill "
             "a batch add a few)"
@@ -181,18 +188,27 @@ def detect_caption_extension(images: list[Path], preferred: str = ".txt") -> tup
     return ext, [p for p in images if p not in has[ext]]
 
 
-def choose_repeats(images: int, epochs: int, batch_size: int, target_steps: int, with_reg: bool = False) -> StepPlan:
-    """The repeat count (>= 1) whose total step count is closest to the target; ties go low."""
+def choose_repeats(
+    images: int, epochs: int, batch_size: int, target_steps: int, with_reg: bool = False, processes: int = 1
+) -> StepPlan:
+    """The repeat count (>= 1) whose total step count is closest to the target; ties go low.
+
+    ``target_steps`` counts optimiser steps, so N GPUs (each step a batch on every one)
+    get N times the repeats one GPU would: the same steps, N times the images seen.
+    """
     if images < 1:
         raise BuilderError("the training folder has no images; nothing to train on")
-    if epochs < 1 or batch_size < 1 or target_steps < 1:
+    if epochs < 1 or batch_size < 1 or target_steps < 1 or processes < 1:
         raise BuilderError(
-            f"kohya.epochs ({epochs}), kohya.batch_size ({batch_size}) and kohya.target_steps "
-            f"({target_steps}) must all be at least 1"
+            f"kohya.epochs ({epochs}), kohya.batch_size ({batch_size}), kohya.target_steps "
+            f"({target_steps}) and kohya.num_processes ({processes}) must all be at least 1"
         )
-    ideal = target_steps * batch_size / (images * epochs * (2 if with_reg else 1))
-    candidates = {max(1, math.floor(ideal)), max(1, math.ceil(ideal))}
-    plans = [StepPlan(images, r, epochs, batch_size, with_reg, target_steps) for r in sorted(candidates)]
+    ideal = target_steps * batch_size * processes / (images * epochs * (2 if with_reg else 1))
+    # Steps per epoch round up twice (batches, then their share per GPU), so a run of repeat
+    # counts up to batch_size * processes long gives one step count: search that far below.
+    low = max(1, math.floor(ideal) - batch_size * processes)
+    plans = [StepPlan(images, r, epochs, batch_size, with_reg, target_steps, processes)
+             for r in range(low, max(low, math.ceil(ideal)) + 1)]
     return min(plans, key=lambda p: (abs(p.total_steps - target_steps), p.repeats))
 
 
@@ -240,7 +256,10 @@ def finalize_dataset(out: Path, cfg: Config) -> KohyaDataset:
     reg_images = kohya_images(reg_dir) if reg_dir else []
     if not reg_images:
         reg_dir = None  # an empty reg folder would only add a subset sd-scripts warns about
-    plan = choose_repeats(len(images), cfg.kohya.epochs, cfg.kohya.batch_size, cfg.kohya.target_steps, bool(reg_images))
+    plan = choose_repeats(
+        len(images), cfg.kohya.epochs, cfg.kohya.batch_size, cfg.kohya.target_steps, bool(reg_images),
+        cfg.kohya.num_processes,
+    )
     final = folder.parent / folder_name(plan.repeats, tokens)
     if final != folder:
         os.rename(folder, final)

@@ -10,9 +10,9 @@ from builder.errors import BuilderError
 from builder.io import atomic_write_json, atomic_write_text
 from builder.kohya.dataset import KohyaDataset, finalize_dataset
 from builder.kohya.gui import gui_config
-from builder.kohya.presets import load_preset
+from builder.kohya.presets import load_preset, preset_name
 from builder.kohya.prompts import sample_prompts_text
-from builder.kohya.schema import schema
+from builder.kohya.schema import SCRIPTS, schema
 from builder.kohya.toml import (
     dataset_config,
     dumps,
@@ -23,6 +23,7 @@ from builder.kohya.toml import (
     read_captions,
     training_config,
 )
+from builder.model_family import Family, resolve_family
 
 DATASET_TOML = "dataset_config.toml"
 CONFIG_TOML = "config.toml"
@@ -39,6 +40,7 @@ class KohyaFiles:
     gui_config: Path
     keep_tokens: int
     max_token_length: int
+    family: Family
 
 
 def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = None) -> KohyaFiles:
@@ -53,10 +55,11 @@ def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = No
         raise BuilderError(
             f"{ds.image_dir}: captions on disk are {ds.caption_extension}, not {caption_extension}"
         )
-    preset = load_preset(cfg.kohya.preset)
+    family = resolve_family(cfg.kohya.model_family, cfg.paths.base_model)
+    preset = load_preset(preset_name(cfg, family), family)
     captions = read_captions(ds)
     keep = keep_tokens_for(captions, cfg.character.trigger, cfg.character.class_word)
-    prepare_tokenizer_cache(cfg)
+    prepare_tokenizer_cache(cfg, family)
     max_tokens = max_token_length_for(captions, cfg)
 
     files = KohyaFiles(
@@ -67,13 +70,14 @@ def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = No
         gui_config=out / GUI_JSON,
         keep_tokens=keep,
         max_token_length=max_tokens,
+        family=family,
     )
     commit = schema()["sd_scripts"]["commit"][:10]
-    prompts = sample_prompts_text(cfg)
-    dataset_doc = dataset_config(ds, cfg, preset, keep)
+    prompts = sample_prompts_text(cfg, family)
+    dataset_doc = dataset_config(ds, cfg, preset, keep, family)
     train_doc = training_config(
         ds, cfg, preset, dataset_toml=files.dataset_config, prompts_file=files.sample_prompts,
-        max_token_length=max_tokens,
+        max_token_length=max_tokens, family=family, dataset_doc=dataset_doc,
     )
     atomic_write_text(files.sample_prompts, prompts)
     atomic_write_text(
@@ -83,8 +87,10 @@ def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = No
     )
     atomic_write_text(
         files.config,
-        dumps(train_doc, header=f"train_network.py --config_file (checked against sd-scripts {commit}).\n"
+        dumps(train_doc, header=f"{SCRIPTS[family]} --config_file (checked against sd-scripts {commit}).\n"
               f"Preset: {preset.path.name}. sd-scripts merges these tables into one set of arguments."),
     )
-    atomic_write_json(files.gui_config, gui_config(ds, flatten(train_doc), dataset_doc["general"], prompts))
+    atomic_write_json(files.gui_config, gui_config(
+        ds, flatten(train_doc), dataset_doc["general"], prompts, family, cfg.kohya.num_processes, cfg.kohya.gpu_ids
+    ))
     return files

@@ -4,6 +4,11 @@ The GUI saves and "Open"s a flat JSON of its own parameter names (lora_gui.save_
 in bmaltais/kohya_ss). It is written in the GUI's folder mode (train_data_dir = <out>/img,
 the repeats read from the folder name) so the Folders tab shows the dataset; arguments the
 GUI has no field for go into its ``additional_parameters`` command-line string.
+
+For SDXL the GUI's ``sdxl`` checkbox is ticked (it then runs sdxl_train_network.py) and the
+SDXL-only arguments go to its SDXL fields. It has no network_train_unet_only field: a text
+encoder learning rate of 0 is how it asks for that (lora_gui: unet-only when
+text_encoder_lr == 0 and unet_lr != 0).
 """
 
 from __future__ import annotations
@@ -13,16 +18,19 @@ from typing import Any
 
 from builder.kohya.dataset import KohyaDataset
 from builder.kohya.schema import gui_keys
+from builder.model_family import Family
 
 # sd-scripts argument -> GUI field where the names differ.
 RENAMES = {
     "optimizer_type": "optimizer",
     "resolution": "max_resolution",
     "max_train_epochs": "epoch",
+    "cache_text_encoder_outputs": "sdxl_cache_text_encoder_outputs",
+    "no_half_vae": "sdxl_no_half_vae",
 }
 # Expressed by the GUI in its own way (folder mode, LoRA type, attention dropdown).
 HANDLED = {"dataset_config", "network_module", "sdpa", "xformers", "sample_prompts", "max_token_length",
-           "batch_size"}
+           "batch_size", "network_train_unet_only"}
 
 
 def _cli_value(value: Any) -> str:
@@ -34,14 +42,20 @@ def gui_config(
     train: dict[str, Any],
     dataset_general: dict[str, Any],
     prompts_text: str,
+    family: Family = "sd15",
+    num_processes: int = 1,
+    gpu_ids: str = "",
 ) -> dict[str, Any]:
-    """``train``: flattened config.toml; ``dataset_general``: dataset_config.toml [general]."""
+    """``train``: flattened config.toml; ``dataset_general``: dataset_config.toml [general].
+
+    ``num_processes``/``gpu_ids``: the accelerate launch the GUI's Accelerate tab makes.
+    """
     known = gui_keys()
     gui: dict[str, Any] = {
         "LoRA_type": "Standard",  # networks.lora
         "v2": False,
         "v_parameterization": False,
-        "sdxl": False,
+        "sdxl": family == "sdxl",
         "dataset_config": "",
         "train_data_dir": str(ds.image_dir.parent.resolve()),
         "reg_data_dir": str(ds.reg_dir.parent.resolve()) if ds.reg_dir else "",
@@ -49,6 +63,9 @@ def gui_config(
         "max_token_length": int(train.get("max_token_length", 75)),
         "sample_prompts": "\n".join(line for line in prompts_text.splitlines() if not line.startswith("#")),
         "num_cpu_threads_per_process": 1,
+        "multi_gpu": num_processes > 1,
+        "num_processes": num_processes,
+        "gpu_ids": gpu_ids,
         "max_train_epochs": 0,  # 0: the GUI uses "epoch"
         "lr_warmup": 0,
     }
@@ -66,5 +83,7 @@ def gui_config(
             extra.append(f"--{key} {_cli_value(value)}")
     if "text_encoder_lr" in gui and isinstance(gui["text_encoder_lr"], list):
         gui["text_encoder_lr"] = gui["text_encoder_lr"][0]
+    if train.get("network_train_unet_only"):
+        gui["text_encoder_lr"] = 0
     gui["additional_parameters"] = " ".join(extra)
     return dict(sorted(gui.items()))

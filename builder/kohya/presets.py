@@ -15,6 +15,7 @@ from typing import Any
 from builder.config import Config
 from builder.errors import ConfigError
 from builder.kohya.schema import check_train_value, closest, dataset_keys
+from builder.model_family import FAMILIES, NAMES, Family
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "kohya_configs"
 
@@ -28,6 +29,7 @@ DERIVED_TRAIN_KEYS = frozenset({
     "sample_every_n_epochs", "sample_sampler", "output_dir", "output_name", "logging_dir",
     "dataset_config", "tokenizer_cache_dir", "max_token_length", "seed",
     "train_data_dir", "reg_data_dir", "caption_extension", "keep_tokens", "shuffle_caption",
+    "no_half_vae",  # SDXL: set with fp16 (builder.kohya.toml)
 })
 DERIVED_DATASET_KEYS = frozenset({
     "resolution", "batch_size", "caption_extension", "shuffle_caption", "keep_tokens",
@@ -35,16 +37,27 @@ DERIVED_DATASET_KEYS = frozenset({
 })
 
 
+# sd-scripts' verify_bucket_reso_steps: SD 1.5's train_network.py checks 64, sdxl_train_network.py 32.
+BUCKET_STEP = {"sd15": 64, "sdxl": 32}
+
+
 @dataclass
 class Preset:
     name: str
     path: Path
+    family: Family | None = None  # None: a user's preset that does not say (fits either)
     train: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
 
 
-def available_presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml"))
+def preset_name(cfg: Config, family: Family) -> str:
+    """kohya.preset, or the family's character preset when it is empty."""
+    return cfg.kohya.preset or f"character_{family}"
+
+
+def available_presets(family: Family | None = None) -> list[str]:
+    """Preset names in kohya_configs/ (for one family: those whose name ends in _<family>)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.toml") if family is None or p.stem.endswith(f"_{family}"))
 
 
 def preset_path(name: str) -> Path:
@@ -63,20 +76,32 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_preset(name: str) -> Preset:
+def load_preset(name: str, family: Family = "sd15") -> Preset:
+    """A preset checked against the arguments of ``family``'s training script."""
     path = preset_path(name)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(data) - {"train", "dataset"}
+    unknown = set(data) - {"train", "dataset", "family"}
     if unknown:
-        raise ConfigError(f"{path}: only [train] and [dataset] tables are allowed, found {sorted(unknown)}")
-    preset = Preset(name=path.stem, path=path, train=dict(data.get("train", {})), dataset=dict(data.get("dataset", {})))
+        raise ConfigError(
+            f"{path}: only a family key and [train] and [dataset] tables are allowed, found {sorted(unknown)}"
+        )
+    declared = data.get("family")
+    if declared is not None and declared not in FAMILIES:
+        raise ConfigError(f"{path}: family = {declared!r}; choose one of {', '.join(FAMILIES)}")
+    if declared is not None and declared != family:
+        raise ConfigError(
+            f"{path} is a preset for {NAMES[declared]}, but the model family is {NAMES[family]} "
+            f"(kohya.model_family / the base model); pick a {family} preset ({', '.join(available_presets(family))})"
+        )
+    preset = Preset(name=path.stem, path=path, family=declared,
+                    train=dict(data.get("train", {})), dataset=dict(data.get("dataset", {})))
     for key, value in preset.train.items():
         if key in DERIVED_TRAIN_KEYS:
             raise ConfigError(f"{path}: [train] {key} comes from the [kohya] config section; remove it here")
-        check_train_value(key, value, f"{path} [train]")
+        check_train_value(key, value, f"{path} [train]", family)
     allowed = dataset_keys("general")
     for key in preset.dataset:
         if key in DERIVED_DATASET_KEYS:
@@ -84,12 +109,12 @@ def load_preset(name: str) -> Preset:
         if key not in allowed:
             raise ConfigError(f"{path}: [dataset] {key} is not a dataset_config [general] key{closest(key, allowed)}")
     steps = preset.dataset.get("bucket_reso_steps", 64)
-    if steps % 64:
-        raise ConfigError(f"{path}: bucket_reso_steps = {steps}; SD 1.5 needs a multiple of 64")
+    if steps % BUCKET_STEP[family]:
+        raise ConfigError(f"{path}: bucket_reso_steps = {steps}; {NAMES[family]} needs a multiple of {BUCKET_STEP[family]}")
     return preset
 
 
-def parse_extra_args(cfg: Config) -> dict[str, Any]:
+def parse_extra_args(cfg: Config, family: Family = "sd15") -> dict[str, Any]:
     """``kohya.extra_args`` items ``key=value``; the value is read as TOML (else as a string)."""
     extra: dict[str, Any] = {}
     for item in cfg.kohya.extra_args:
@@ -101,6 +126,6 @@ def parse_extra_args(cfg: Config) -> dict[str, Any]:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
             value = raw.strip()
-        check_train_value(key, value, "kohya.extra_args")
+        check_train_value(key, value, "kohya.extra_args", family)
         extra[key] = value
     return extra

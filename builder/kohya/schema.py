@@ -28,8 +28,13 @@ def dataset_keys(level: str) -> frozenset[str]:
     return frozenset(schema()["dataset_config"][level])
 
 
-def train_arguments() -> dict[str, dict[str, Any]]:
-    return schema()["train_network_arguments"]
+SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py"}
+
+
+def train_arguments(family: str = "sd15") -> dict[str, dict[str, Any]]:
+    """The arguments of the family's training script (SDXL's adds a few to train_network.py's)."""
+    args = schema()["train_network_arguments"]
+    return {**args, **schema()["sdxl_train_network_arguments"]} if family == "sdxl" else args
 
 
 def gui_keys() -> frozenset[str]:
@@ -41,11 +46,13 @@ def closest(name: str, valid: set[str] | frozenset[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def check_train_value(key: str, value: Any, origin: str) -> None:
-    """One train_network.py argument as it will sit in config.toml (argparse does not convert it)."""
-    args = train_arguments()
+def check_train_value(key: str, value: Any, origin: str, family: str = "sd15") -> None:
+    """One training-script argument as it will sit in config.toml (argparse does not convert it)."""
+    args = train_arguments(family)
     if key not in args:
-        raise ConfigError(f"{origin}: '{key}' is not a train_network.py argument{closest(key, set(args))}")
+        only_sdxl = family != "sdxl" and key in train_arguments("sdxl")
+        hint = " (only sdxl_train_network.py has it: kohya.model_family = \"sdxl\")" if only_sdxl else closest(key, set(args))
+        raise ConfigError(f"{origin}: '{key}' is not a {SCRIPTS[family]} argument{hint}")
     spec = args[key]
     if spec["kind"] == "flag":
         if not isinstance(value, bool):

@@ -1,4 +1,4 @@
-"""``dataset_config.toml`` and ``config.toml`` for sd-scripts' train_network.py.
+"""``dataset_config.toml`` and ``config.toml`` for sd-scripts' train_network.py or sdxl_train_network.py.
 
 The dataset file goes through sd-scripts' strict voluptuous schema (an unknown key, or a
 bucket key in a subset, stops training); config.toml is flattened into argparse's
@@ -17,6 +17,7 @@ from typing import Any
 from rich.markup import escape
 
 from builder.caption.clip_tokenizer import (
+    BIGG_CACHE_NAME,
     CLIP_CACHE_NAME,
     ensure_clip_tokenizer,
     tokenizer_cache_root,
@@ -28,6 +29,8 @@ from builder.errors import BuilderError, ConfigError
 from builder.kohya.dataset import KohyaDataset
 from builder.kohya.presets import Preset, parse_extra_args
 from builder.kohya.schema import check_train_value, dataset_keys
+from builder.kohya.sdxl import check_sdxl_args
+from builder.model_family import RESOLUTION, Family
 
 CLIP_CHUNK = 75  # tokens per CLIP window; sd-scripts accepts 150 or 225 as longer limits
 MAX_TOKEN_CHOICES = (75, 150, 225)
@@ -96,19 +99,25 @@ def tokenizer_cache_dir(cfg: Config) -> Path:
     return tokenizer_cache_root(cfg.runtime.weights_dir).resolve()
 
 
-def prepare_tokenizer_cache(cfg: Config) -> Path:
-    """Fill the default tokenizer_cache_dir so train_network.py downloads nothing.
+def prepare_tokenizer_cache(cfg: Config, family: Family = "sd15") -> Path:
+    """Fill the default tokenizer_cache_dir so the training script downloads nothing.
 
     A folder the user set is theirs and is left as it is. Without CLIP's BPE file the
     folder stays empty: sd-scripts then downloads the tokenizer once and saves it there.
+    SDXL loads a second tokenizer (bigG's) from the same folder.
     """
     folder = tokenizer_cache_dir(cfg)
     if not cfg.kohya.tokenizer_cache_dir:
         try:
-            ensure_clip_tokenizer(cfg.runtime.weights_dir)
+            for name in (CLIP_CACHE_NAME, BIGG_CACHE_NAME) if family == "sdxl" else (CLIP_CACHE_NAME,):
+                ensure_clip_tokenizer(cfg.runtime.weights_dir, name)
         except BuilderError as exc:
-            console.print(f"[yellow]{escape(str(exc))}; train_network.py will download the tokenizer into {folder}[/yellow]")
+            console.print(f"[yellow]{escape(str(exc))}; sd-scripts will download the tokenizer into {folder}[/yellow]")
     return folder
+
+
+def resolution_for(cfg: Config, family: Family) -> int:
+    return cfg.kohya.resolution or RESOLUTION[family]
 
 
 # --- captions -> keep_tokens and max_token_length ---
@@ -184,9 +193,11 @@ def max_token_length_for(captions: list[str], cfg: Config) -> int:
 
 # --- the two documents ---
 
-def dataset_config(ds: KohyaDataset, cfg: Config, preset: Preset, keep_tokens: int) -> dict[str, Any]:
+def dataset_config(
+    ds: KohyaDataset, cfg: Config, preset: Preset, keep_tokens: int, family: Family = "sd15"
+) -> dict[str, Any]:
     general: dict[str, Any] = {
-        "resolution": cfg.kohya.resolution,
+        "resolution": resolution_for(cfg, family),
         "batch_size": cfg.kohya.batch_size,
         **preset.dataset,
         # sd-scripts' default is ".caption": a .txt dataset must say so or trains captionless.
@@ -237,8 +248,13 @@ def training_config(
     dataset_toml: Path,
     prompts_file: Path,
     max_token_length: int,
+    family: Family = "sd15",
+    dataset_doc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """config.toml as tables (sd-scripts flattens them); checked key by key against the record."""
+    """config.toml as tables (sd-scripts flattens them); checked key by key against the record.
+
+    ``dataset_doc`` (dataset_config.toml) lets the SDXL rules that span both files be checked.
+    """
     out = ds.out.resolve()
     k = cfg.kohya
     if k.batch_size < 1 or k.epochs < 1:
@@ -266,7 +282,7 @@ def training_config(
         },
         "training": {
             "dataset_config": str(dataset_toml.resolve()),
-            "resolution": f"{k.resolution},{k.resolution}",  # argparse type str: "W,H"
+            "resolution": f"{resolution_for(cfg, family)},{resolution_for(cfg, family)}",  # argparse type str: "W,H"
             "train_batch_size": k.batch_size,
             "max_train_epochs": k.epochs,
             "mixed_precision": k.mixed_precision,
@@ -287,8 +303,11 @@ def training_config(
             "sample_every_n_epochs": k.sample_every_n_epochs,
             "sample_sampler": k.sample_sampler,
         }
+    if family == "sdxl" and k.mixed_precision == "fp16":
+        # SDXL's VAE overflows in fp16 (NaN latents); sd-scripts' docs pair fp16 with no_half_vae.
+        doc["training"]["no_half_vae"] = True
     doc["preset"] = dict(preset.train)
-    extra = parse_extra_args(cfg)
+    extra = parse_extra_args(cfg, family)
     for table in doc.values():
         for key in list(table):
             if key in extra:
@@ -302,6 +321,9 @@ def training_config(
         for table in doc.values():
             if "persistent_data_loader_workers" in table:
                 table["persistent_data_loader_workers"] = False
-    for key, value in flatten(doc).items():
-        check_train_value(key, value, "config.toml")
+    flat = flatten(doc)
+    for key, value in flat.items():
+        check_train_value(key, value, "config.toml", family)
+    if family == "sdxl":
+        check_sdxl_args(flat, dataset_doc or {}, f"config.toml (preset {preset.path.name})")
     return doc

@@ -1,7 +1,9 @@
-"""Run sd-scripts' train_network.py through ``accelerate launch``, streaming its log.
+"""Run sd-scripts' train_network.py (SDXL: sdxl_train_network.py) through ``accelerate launch``, streaming its log.
 
 Checks first (each failure has its own message): the sd-scripts checkout, the
-``accelerate`` launcher, the base model. Then the child's output goes to the terminal
+``accelerate`` launcher, the base model, and for SDXL the argument combinations
+sdxl_train_network.py refuses. With ``kohya.num_processes`` above 1 accelerate starts
+one process per GPU (``--multi_gpu``). Then the child's output goes to the terminal
 and ``<out>/log/train.log``; its tqdm "steps" counter drives a progress bar; a failure
 ends with the last lines of the log and the exact command to run by hand.
 """
@@ -26,7 +28,10 @@ from rich.markup import escape
 
 from builder.config import Config
 from builder.console import console, progress
-from builder.errors import BuilderError
+from builder.errors import BuilderError, ConfigError
+from builder.kohya.schema import SCRIPTS
+from builder.kohya.sdxl import check_sdxl_args
+from builder.model_family import Family, resolve_family
 
 # tqdm's bar for the training loop (desc="steps"); "validation steps:" bars are not it.
 STEP_RE = re.compile(r"^steps:\s+\d+%\|.*?\|\s*(\d+)/(\d+)")
@@ -49,7 +54,7 @@ class TrainCommand:
         return f"cd {shlex.quote(str(self.cwd))} && {shlex.join(self.argv)}"
 
 
-def check_sd_scripts(folder: str | Path) -> Path:
+def check_sd_scripts(folder: str | Path, family: Family = "sd15") -> Path:
     if not str(folder):
         raise BuilderError(
             "sd-scripts checkout not given: pass --sd-scripts DIR or set paths.sd_scripts "
@@ -60,6 +65,8 @@ def check_sd_scripts(folder: str | Path) -> Path:
         raise BuilderError(f"sd-scripts checkout {path} does not exist (paths.sd_scripts / --sd-scripts)")
     if not (path / "train_network.py").is_file():
         raise BuilderError(f"{path} is not an sd-scripts checkout: it has no train_network.py")
+    if not (path / SCRIPTS[family]).is_file():
+        raise BuilderError(f"{path} has no {SCRIPTS[family]}: update sd-scripts (git pull) to train {family} LoRAs")
     return path
 
 
@@ -131,10 +138,29 @@ def read_config_toml(config: Path) -> dict:
     return flat
 
 
-def make_command(out: Path, sd_scripts: Path, launch: list[str]) -> TrainCommand:
+def gpu_options(num_processes: int, gpu_ids: str) -> list[str]:
+    """accelerate launch's options for ``num_processes`` GPUs (one process each), and which ones."""
+    if num_processes < 1:
+        raise ConfigError(f"kohya.num_processes (--gpus) = {num_processes}: must be at least 1")
+    ids = [i.strip() for i in gpu_ids.split(",")] if gpu_ids.strip() else []
+    if any(not i.isdigit() for i in ids) or len(set(ids)) != len(ids):
+        raise ConfigError(f"kohya.gpu_ids = {gpu_ids!r}: write distinct GPU numbers separated by commas, e.g. \"0,1\"")
+    if ids and len(ids) != num_processes:
+        raise ConfigError(
+            f"kohya.gpu_ids = {gpu_ids!r} names {len(ids)} GPU(s) but kohya.num_processes (--gpus) is "
+            f"{num_processes}: accelerate runs one process per GPU, so make them agree"
+        )
+    options = ["--multi_gpu", "--num_processes", str(num_processes)] if num_processes > 1 else []
+    # With one process, --gpu_ids picks the GPU (accelerate sets CUDA_VISIBLE_DEVICES).
+    return options + (["--gpu_ids", ",".join(ids)] if ids else [])
+
+
+def make_command(
+    out: Path, sd_scripts: Path, launch: list[str], family: Family = "sd15", num_processes: int = 1, gpu_ids: str = ""
+) -> TrainCommand:
     config = (out / "config.toml").resolve()
-    argv = [*launch, "--num_cpu_threads_per_process", "1", str(sd_scripts / "train_network.py"),
-            "--config_file", str(config)]
+    argv = [*launch, *gpu_options(num_processes, gpu_ids), "--num_cpu_threads_per_process", "1",
+            str(sd_scripts / SCRIPTS[family]), "--config_file", str(config)]
     return TrainCommand(argv=argv, cwd=sd_scripts, config=config, log=(out / "log" / "train.log").resolve())
 
 
@@ -228,6 +254,7 @@ def train_lora(out: Path, cfg: Config, write_configs: bool = False, dry_run: boo
     out = Path(out)
     if not out.is_dir():
         raise BuilderError(f"run folder {out} does not exist")
+    gpu_options(cfg.kohya.num_processes, cfg.kohya.gpu_ids)  # a bad --gpus fails before anything is written
     sd_scripts = check_sd_scripts(cfg.paths.sd_scripts)
     _ok("sd-scripts", sd_scripts)
     launch = find_accelerate(sd_scripts, cfg.kohya.accelerate)
@@ -246,8 +273,18 @@ def train_lora(out: Path, cfg: Config, write_configs: bool = False, dry_run: boo
     if not dataset_toml.is_file():
         raise BuilderError(f"{config}: dataset_config {dataset_toml} does not exist (use --write-configs)")
     _ok("dataset config", dataset_toml)
+    family = resolve_family(cfg.kohya.model_family, flat["pretrained_model_name_or_path"])
+    check_sd_scripts(sd_scripts, family)
+    if family == "sdxl":
+        # config.toml may be hand-edited: hold both files to sdxl_train_network.py's rules again.
+        try:
+            dataset_doc = tomllib.loads(dataset_toml.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise BuilderError(f"{dataset_toml}: not valid TOML: {exc}") from None
+        check_sdxl_args(flat, dataset_doc, f"{config} + {dataset_toml.name}")
+    _ok("model family", f"{family} ({SCRIPTS[family]})")
 
-    cmd = make_command(out, sd_scripts, launch)
+    cmd = make_command(out, sd_scripts, launch, family, cfg.kohya.num_processes, cfg.kohya.gpu_ids)
     console.print(f"[bold]command[/bold] (log: {escape(str(cmd.log))}):")
     print(cmd.shell(), flush=True)
     if dry_run:

@@ -12,7 +12,10 @@ keys its ConfigSanitizer allows at each level, every train_network.py argument w
 kind and choices, and the kohya_ss GUI's saved LoRA configuration names). ``--run`` feeds
 a generated run folder through sd-scripts' own code paths: ``read_config_from_file`` on
 config.toml, ConfigSanitizer + BlueprintGenerator on dataset_config.toml, building the
-DreamBooth dataset (folder scan, repeats, caption reading), and ``load_prompts``.
+DreamBooth dataset (folder scan, repeats, caption reading), and ``load_prompts``. An SDXL
+run folder (config.toml written for sdxl_train_network.py) goes through that script's parser
+and its own checks too: ``sdxl_train_util.verify_sdxl_training_args`` and
+``SdxlNetworkTrainer.assert_extra_args`` (text-encoder caching rules, bucket steps of 32).
 """
 
 from __future__ import annotations
@@ -47,6 +50,12 @@ def _import_sd_scripts(sd_scripts: Path) -> tuple[Any, Any, Any]:
     return train_network, config_util, train_util
 
 
+def _sdxl_parser() -> argparse.ArgumentParser:
+    import sdxl_train_network  # type: ignore[import-not-found]
+
+    return sdxl_train_network.setup_parser()
+
+
 def _argument_record(action: argparse.Action) -> dict[str, Any]:
     flag = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
     record: dict[str, Any] = {"kind": "flag" if flag else "value"}
@@ -75,6 +84,8 @@ def collect_schema(
     train_network, config_util, _ = _import_sd_scripts(sd_scripts)
     parser = train_network.setup_parser()
     arguments = {a.dest: _argument_record(a) for a in parser._actions if a.dest != "help"}
+    # sdxl_train_network.py: train_network's parser plus sdxl_train_util.add_sdxl_training_arguments.
+    sdxl_only = {a.dest: _argument_record(a) for a in _sdxl_parser()._actions if a.dest not in arguments and a.dest != "help"}
     # The same sanitizer train_network builds (masked_loss off: no ControlNet-style subsets).
     sanitizer = config_util.ConfigSanitizer(True, True, False, True)
     schema: dict[str, Any] = {
@@ -86,7 +97,13 @@ def collect_schema(
             "required_subset_keys": ["image_dir"],
         },
         "train_network_arguments": dict(sorted(arguments.items())),
+        "sdxl_train_network_arguments": dict(sorted(sdxl_only.items())),
     }
+    if kohya_ss is None and SCHEMA_PATH.is_file():
+        # Re-recording sd-scripts alone keeps the GUI's record as it was.
+        previous = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+        if "kohya_ss_gui" in previous:
+            schema["kohya_ss_gui"] = previous["kohya_ss_gui"]
     if kohya_ss is not None:
         schema["kohya_ss_gui"] = {
             "repository": "https://github.com/bmaltais/kohya_ss",
@@ -100,10 +117,12 @@ def check_run(sd_scripts: Path, run: Path) -> list[str]:
     """Feed a generated run folder through sd-scripts' own readers; return what they report."""
     run = run.resolve()
     train_network, config_util, train_util = _import_sd_scripts(sd_scripts)
-    parser = train_network.setup_parser()
     config_file = str(run / "config.toml")
-    # read_config_from_file re-parses sys.argv, exactly as `train_network.py --config_file X` would.
-    sys.argv = ["train_network.py", "--config_file", config_file]
+    script = Path(config_file).read_text(encoding="utf-8").split(" ", 2)[1]  # "# <script> --config_file ..."
+    sdxl = script == "sdxl_train_network.py"
+    parser = _sdxl_parser() if sdxl else train_network.setup_parser()
+    # read_config_from_file re-parses sys.argv, exactly as `<script> --config_file X` would.
+    sys.argv = [script, "--config_file", config_file]
     args = parser.parse_args()
     args = train_util.read_config_from_file(args, parser)
     known = set(vars(parser.parse_args([])))
@@ -112,18 +131,31 @@ def check_run(sd_scripts: Path, run: Path) -> list[str]:
     flat: dict[str, Any] = {}
     for key, value in toml.load(config_file).items():
         flat.update(value if isinstance(value, dict) else {key: value})
-    report = [f"config.toml: {len(flat)} keys, all known to train_network.py: {set(flat) <= known}"]
+    report = [f"config.toml: {len(flat)} keys, all known to {script}: {set(flat) <= known}"]
     unknown = sorted(set(flat) - known)
     if unknown:
-        raise SystemExit(f"config.toml has keys train_network.py ignores: {unknown}")
+        raise SystemExit(f"config.toml has keys {script} ignores: {unknown}")
     train_util.verify_training_args(args)
     train_util.prepare_dataset_args(args, True)
+    if sdxl:
+        from library import sdxl_train_util  # type: ignore[import-not-found]
+
+        sdxl_train_util.verify_sdxl_training_args(args)
+        report.append("sdxl_train_util.verify_sdxl_training_args: passed")
     report.append(f"resolution {args.resolution!r}, max_token_length {args.max_token_length}")
 
     user_config = config_util.load_user_config(args.dataset_config)
     generator = config_util.BlueprintGenerator(config_util.ConfigSanitizer(True, True, args.masked_loss, True))
     blueprint = generator.generate(user_config, args)
     group, _ = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
+    if sdxl:
+        import sdxl_train_network  # type: ignore[import-not-found]
+
+        sdxl_train_network.SdxlNetworkTrainer().assert_extra_args(args, group, None)
+        report.append(
+            f"SdxlNetworkTrainer.assert_extra_args: passed (cache_text_encoder_outputs={args.cache_text_encoder_outputs}, "
+            f"network_train_unet_only={args.network_train_unet_only}, bucket_reso_steps {group.datasets[0].bucket_reso_steps})"
+        )
     for dataset in group.datasets:
         for subset in dataset.subsets:
             report.append(
@@ -134,6 +166,8 @@ def check_run(sd_scripts: Path, run: Path) -> list[str]:
         captions = sorted({info.caption for info in dataset.image_data.values()})
         report.append(f"dataset: {dataset.num_train_images} train items, {dataset.num_reg_images} reg items; "
                       f"first caption read: {captions[0]!r}")
+    # train_network.py: steps per epoch = ceil(len(train_dataloader) / num_processes / grad accumulation).
+    report.append(f"batches per epoch (len of the dataset group): {len(group)}")
     prompts = train_util.load_prompts(str(args.sample_prompts))
     report.append(f"sample prompts: {len(prompts)}, first: {prompts[0]}")
     return report

@@ -1,11 +1,13 @@
 """The diffusers side of sampling: load the base model, check and apply kohya LoRAs, render.
 
-A base model is either one ``.safetensors``/``.ckpt`` file (the way SD 1.5 checkpoints are
-shared; loaded with ``StableDiffusionPipeline.from_single_file``) or a diffusers folder
-(``model_index.json``; ``from_pretrained``). LoRAs are the files sd-scripts writes, in its
-own key layout (``lora_unet_<module path with _>.lora_down.weight`` ...); diffusers'
+A base model is either one ``.safetensors``/``.ckpt`` file (the way SD 1.5 and SDXL
+checkpoints are shared; loaded with ``from_single_file``) or a diffusers folder
+(``model_index.json``; ``from_pretrained``), SD 1.5 (``StableDiffusionPipeline``) or SDXL
+(``StableDiffusionXLPipeline``) as builder.model_family tells. LoRAs are the files
+sd-scripts writes, in its own key layout (``lora_unet_<module path with _>.lora_down.weight``
+...; text encoders ``lora_te_``, for SDXL ``lora_te1_`` and ``lora_te2_``); diffusers'
 ``load_lora_weights`` converts that layout itself, and each file is checked against the
-loaded UNet and text encoder first so a LoRA for another base model fails with a reason
+loaded UNet and text encoders first so a LoRA for another base model fails with a reason
 instead of being applied to nothing.
 """
 
@@ -18,26 +20,37 @@ from pathlib import Path
 import diffusers
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline
+from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
 from builder.config import Config
 from builder.device import model_dtype
 from builder.errors import BuilderError
+from builder.model_family import NAMES, Family, detect_family, resolve_family
 from builder.sample.prompts import SAMPLERS, SamplePrompt
+from builder.sample.sgm_names import sgm_unet_path
+
+Pipeline = StableDiffusionPipeline | StableDiffusionXLPipeline
+PIPELINES: dict[str, type[Pipeline]] = {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}
+# from_single_file's default source of the component configs, per family.
+CONFIG_REPOS = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
 
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 SET_BASE_MODEL = (
-    "pass --base-model FILE|DIR or set [paths] base_model in the config: an SD 1.5-family "
-    ".safetensors/.ckpt checkpoint (e.g. v1-5-pruned-emaonly.safetensors) or a diffusers folder"
+    "pass --base-model FILE|DIR or set [paths] base_model in the config: an SD 1.5 or SDXL "
+    ".safetensors/.ckpt checkpoint (e.g. v1-5-pruned-emaonly.safetensors, sd_xl_base_1.0.safetensors) "
+    "or a diffusers folder"
 )
-SINGLE_FILE_CONFIG_HELP = (
-    "from_single_file reads the component configs of the model family (for SD 1.5: "
-    "stable-diffusion-v1-5/stable-diffusion-v1-5, a few kB of JSON and the tokenizer) from the "
-    "Hugging Face Hub unless [sample] model_config (--model-config) names a local diffusers folder "
-    "holding them (model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/ configs). "
-    "With no internet, point --model-config at such a folder, or run once online so the "
-    "Hugging Face cache keeps them"
-)
+
+
+def single_file_config_help(family: Family) -> str:
+    return (
+        f"from_single_file reads the component configs of the model family (for {NAMES[family]}: "
+        f"{CONFIG_REPOS[family]}, a few kB of JSON and the tokenizers) from the Hugging Face Hub unless "
+        "[sample] model_config (--model-config) names a local diffusers folder holding them "
+        "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/ configs"
+        f"{', text_encoder_2/, tokenizer_2/' if family == 'sdxl' else ''}). With no internet, point "
+        "--model-config at such a folder, or run once online so the Hugging Face cache keeps them"
+    )
 
 
 def resolve_base_model(cfg: Config) -> Path:
@@ -72,26 +85,36 @@ def _quiet() -> Iterator[None]:
                 lib.enable_progress_bar()
 
 
-def load_pipeline(path: Path, cfg: Config, device: torch.device) -> StableDiffusionPipeline:
-    # safety_checker=None: it replaces flagged images with black ones, and identity scoring
-    # needs the pixels the model actually made; this is the user's own model and prompts.
-    kwargs = {"dtype": model_dtype(device), "safety_checker": None, "requires_safety_checker": False}
+def pipeline_family(path: Path, cfg: Config) -> Family:
+    """The base model's own family where its files tell; kohya.model_family for a .ckpt."""
+    return detect_family(path) or resolve_family(cfg.kohya.model_family, path)
+
+
+def load_pipeline(path: Path, cfg: Config, device: torch.device) -> Pipeline:
+    family = pipeline_family(path, cfg)
+    kwargs: dict = {"dtype": model_dtype(device)}
+    if family == "sd15":
+        # safety_checker=None: it replaces flagged images with black ones, and identity scoring
+        # needs the pixels the model actually made; this is the user's own model and prompts.
+        # (SDXL pipelines have no safety checker.)
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    cls = PIPELINES[family]
     with _quiet():
         try:
             if path.is_dir():
-                pipe = StableDiffusionPipeline.from_pretrained(path, local_files_only=True, **kwargs)
+                pipe = cls.from_pretrained(path, local_files_only=True, **kwargs)
             else:
                 config = cfg.sample.model_config or None
                 if config and not Path(config).is_dir() and (config.startswith((".", "/", "~")) or config.count("/") != 1):
                     raise BuilderError(f"[sample] model_config {config} is neither a folder nor a Hugging Face repo id")
-                pipe = StableDiffusionPipeline.from_single_file(
+                pipe = cls.from_single_file(
                     str(path), config=config, local_files_only=bool(config and Path(config).is_dir()), **kwargs
                 )
         except BuilderError:
             raise
         except Exception as exc:  # diffusers raises OSError, ValueError, hub errors... for one cause: unusable input
-            hint = f". {SINGLE_FILE_CONFIG_HELP}" if path.is_file() else ""
-            raise BuilderError(f"cannot load base model {path}: {exc}{hint}") from exc
+            hint = f". {single_file_config_help(family)}" if path.is_file() else ""
+            raise BuilderError(f"cannot load base model {path} ({NAMES[family]}): {exc}{hint}") from exc
     pipe.set_progress_bar_config(disable=True)  # the sampler draws one rich bar over all renders
     return pipe.to(device)
 
@@ -110,18 +133,33 @@ def _read_lora(path: Path) -> dict[str, torch.Tensor]:
     return obj
 
 
-def _lora_targets(pipe: StableDiffusionPipeline) -> dict[str, torch.nn.Module]:
-    """kohya's name for every Linear/Conv2d a LoRA may patch: module path, dots as underscores."""
+def _lora_targets(pipe: Pipeline) -> dict[str, torch.nn.Module]:
+    """kohya's name for every Linear/Conv2d a LoRA may patch: module path, dots as underscores.
+
+    sd-scripts' text-encoder prefixes: ``lora_te_`` for SD 1.5's one, ``lora_te1_`` (CLIP-L)
+    and ``lora_te2_`` (bigG) for SDXL's two (networks/lora.py). An SDXL UNet's modules answer
+    to their SGM path too, the one sd-scripts' SDXL LoRAs carry (builder.sample.sgm_names).
+    """
     targets: dict[str, torch.nn.Module] = {}
     roots = [("lora_unet_", pipe.unet)]
-    if pipe.text_encoder is not None:
-        roots.append(("lora_te_", pipe.text_encoder))
+    encoders = [getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)]
+    if encoders[1] is None:
+        roots.append(("lora_te_", encoders[0]))
+    else:
+        roots += [("lora_te1_", encoders[0]), ("lora_te2_", encoders[1])]
+    per_block = pipe.unet.config.layers_per_block
+    sdxl = encoders[1] is not None and isinstance(per_block, int)  # SGM numbering needs one count for all blocks
+    up_has_attention = ["CrossAttn" in t for t in pipe.unet.config.up_block_types]
     for prefix, root in roots:
+        if root is None:
+            continue
         for name, module in root.named_modules():
             if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
                 key = name.replace(".", "_")
                 targets[prefix + key] = module
-                if prefix == "lora_te_" and not hasattr(root, "text_model"):
+                if sdxl and prefix == "lora_unet_" and (sgm := sgm_unet_path(name, per_block, up_has_attention)):
+                    targets[prefix + sgm.replace(".", "_")] = module
+                if prefix != "lora_unet_" and not hasattr(root, "text_model"):
                     # sd-scripts' transformers 4.x nests CLIP under text_model; transformers 5 does not.
                     targets[prefix + "text_model_" + key] = module
     return targets
@@ -138,7 +176,7 @@ def _shown(items: list[str]) -> str:
     return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
 
 
-def check_lora(path: Path, pipe: StableDiffusionPipeline) -> int:
+def check_lora(path: Path, pipe: Pipeline) -> int:
     """Refuse a LoRA that is not kohya-format or does not fit this UNet/text encoder; return its module count."""
     path = Path(path)
     if not path.is_file():
@@ -158,17 +196,19 @@ def check_lora(path: Path, pipe: StableDiffusionPipeline) -> int:
         modules.setdefault(name, {})[part] = tensor
     if foreign:
         raise BuilderError(
-            f"LoRA file {path} is not in kohya sd-scripts' key format (lora_unet_*/lora_te_* with "
+            f"LoRA file {path} is not in kohya sd-scripts' key format (lora_unet_*/lora_te_*/lora_te1_*/lora_te2_* with "
             f".lora_down.weight, .lora_up.weight, .alpha); unexpected keys: {_shown(foreign)}"
         )
     targets = _lora_targets(pipe)
     unknown = [name for name in modules if name not in targets]
     if unknown:
         what = "nothing" if len(unknown) == len(modules) else f"{len(unknown)} of its {len(modules)} modules"
+        base = "SDXL" if hasattr(pipe, "text_encoder_2") else "SD 1.5"
+        lora = "SDXL" if any(n.startswith(("lora_te1_", "lora_te2_")) for n in modules) else (
+            "SD 1.x/2.x" if any(n.startswith("lora_te_") for n in modules) else "another model")
         raise BuilderError(
-            f"LoRA file {path} does not match this base model's UNet/text encoder ({what} found, e.g. "
-            f"{_shown(unknown)}); it was trained for another architecture (SDXL and SD 2 LoRAs do not "
-            "fit SD 1.5)"
+            f"LoRA file {path} does not match this base model's UNet/text encoders ({what} found, e.g. "
+            f"{_shown(unknown)}); it was trained for {lora}, the base model is {base}"
         )
     misshapen = []
     for name, parts in modules.items():
@@ -186,7 +226,7 @@ def check_lora(path: Path, pipe: StableDiffusionPipeline) -> int:
 
 
 @contextlib.contextmanager
-def lora_applied(pipe: StableDiffusionPipeline, path: Path | None) -> Iterator[None]:
+def lora_applied(pipe: Pipeline, path: Path | None) -> Iterator[None]:
     """Apply one LoRA for the duration of the block, then remove it completely.
 
     ``unload_lora_weights`` takes the LoRA layers out again (rather than merging them in),
@@ -207,14 +247,14 @@ def lora_applied(pipe: StableDiffusionPipeline, path: Path | None) -> Iterator[N
         pipe.unload_lora_weights()
 
 
-def set_sampler(pipe: StableDiffusionPipeline, base_config: dict, sampler: str) -> None:
+def set_sampler(pipe: Pipeline, base_config: dict, sampler: str) -> None:
     class_name, extra = SAMPLERS[sampler]
     if type(pipe.scheduler).__name__ == class_name and all(pipe.scheduler.config.get(k) == v for k, v in extra.items()):
         return
     pipe.scheduler = getattr(diffusers, class_name).from_config(base_config, **extra)
 
 
-def render(pipe: StableDiffusionPipeline, prompt: SamplePrompt, seed: int, base_scheduler_config: dict) -> np.ndarray:
+def render(pipe: Pipeline, prompt: SamplePrompt, seed: int, base_scheduler_config: dict) -> np.ndarray:
     """One image as uint8 BGR; the seed drives a CPU generator so CPU and GPU runs start from the same noise."""
     set_sampler(pipe, base_scheduler_config, prompt.sampler)
     generator = torch.Generator("cpu").manual_seed(seed)

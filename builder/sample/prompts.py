@@ -15,6 +15,7 @@ from pathlib import Path
 
 from builder.config import Config
 from builder.errors import BuilderError
+from builder.model_family import RESOLUTION, resolve_family
 
 # kohya sampler names (train_util.get_my_scheduler) -> diffusers scheduler class and extra config.
 SAMPLERS: dict[str, tuple[str, dict[str, str]]] = {
@@ -63,10 +64,11 @@ def parse_prompt_line(line: str, cfg: Config, origin: str = "prompt") -> SampleP
     if not text:
         raise BuilderError(f"{origin}: the line has options but no prompt text")
     s = cfg.sample
+    native = RESOLUTION[resolve_family(cfg.kohya.model_family, cfg.paths.base_model)]
     values: dict[str, object] = {
         "negative": "",
-        "width": s.width,
-        "height": s.height,
+        "width": s.width or native,
+        "height": s.height or native,
         "steps": s.steps,
         "guidance": s.guidance,
         "sampler": sampler_name(s.sampler),

@@ -1,0 +1,449 @@
+"""Where the base model comes from: one spec string -> a local file or diffusers folder.
+
+``--base-model`` / ``[paths] base_model`` accepts, tried in this order:
+
+- a local ``.safetensors``/``.ckpt`` file or diffusers folder (``model_index.json``);
+- a registry name (``launch.py weights``: entries with a ``family``), fetched and verified
+  like every registry weight;
+- ``civitai:<modelVersionId>``, a civitai download URL or a civitai model page URL with
+  ``modelVersionId``: the metadata API gives the file name and SHA256, the download API
+  redirects to the file (name in Content-Disposition); the file is verified and cached by
+  hash, so a second run needs no network. ``CIVITAI_TOKEN`` is sent as a header only;
+- any other ``https://`` URL, resumable, verified against ``[paths] base_model_sha256``
+  when given;
+- a Hugging Face repo id ``owner/name[@revision][:file.safetensors]``, through
+  huggingface_hub and its cache (``HF_ENDPOINT`` picks another hub);
+- ``random-sd15`` (what ``--random-weights`` uses when no base model is given): a seeded
+  random-weight model of the real SD 1.5 architecture, generated once into the cache.
+
+``check_base_model`` answers cheaply, before any stage runs, whether the spec is present or
+can be fetched (its host answers); ``resolve_base_model`` makes it present. Both raise a
+BuilderError saying what to do: set the token, download by hand from a page, or put the
+file at a path. Nothing here ever prints, logs or writes the civitai token.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from builder import model_family
+from builder import weights as W
+from builder.config import DEFAULT_BASE_MODEL, Config
+from builder.console import console
+from builder.errors import BuilderError, MissingWeightError
+
+RANDOM_SPEC = "random-sd15"
+SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
+CIVITAI_TOKEN_ENV = "CIVITAI_TOKEN"
+CIVITAI_API_ENV = "CIVITAI_API_BASE"  # another civitai host (tests point it at a local server)
+CIVITAI_API = "https://civitai.com"
+CACHE_SUBDIR = "base_models"  # inside the weights cache: civitai/<sha256>/, url/<hash>/
+# A diffusers repo's pipeline files; the .bin and fp16/ema variants beside them are skipped.
+HF_FOLDER_PATTERNS = ["model_index.json", "*/*.json", "*/*.txt", "*/diffusion_pytorch_model.safetensors",
+                      "*/model.safetensors"]
+_HF_ID = re.compile(r"^[\w.-]+/[\w.-]+(@[\w./-]+)?(:[^:]+)?$")
+_CIVITAI_HOSTS = ("civitai.com", "www.civitai.com", "civitai.green")
+
+
+@dataclass(frozen=True)
+class BaseModelSource:
+    """A parsed spec; ``spec`` is what the user gave, with any token taken out."""
+
+    kind: str  # local | registry | civitai | url | hf | random
+    spec: str
+    path: Path | None = None  # local
+    name: str = ""  # registry
+    version_id: str = ""  # civitai
+    url: str = ""  # url (token-free)
+    repo_id: str = ""  # hf
+    revision: str | None = None  # hf
+    filename: str = ""  # hf: one file of the repo; empty: the repo is a diffusers folder
+
+
+@dataclass(frozen=True)
+class ResolvedBaseModel:
+    path: Path  # a local single-file checkpoint or diffusers folder
+    family_hint: str  # "sd15" | "sdxl" | "" when the files do not say
+    source: str  # BaseModelSource.kind
+    spec: str  # as given, token-free
+    sha256: str | None = None  # when it was verified on download
+
+
+@dataclass(frozen=True)
+class BaseModelCheck:
+    source: BaseModelSource
+    present: Path | None  # already local: nothing to fetch
+    fetch_from: str = ""  # otherwise: the URL (or repo) it will be fetched or generated from
+
+
+# ---- parsing ------------------------------------------------------------------------------
+
+
+def base_model_spec(cfg: Config) -> str:
+    """The configured spec, else the random SD 1.5 for --random-weights, else the default."""
+    if cfg.paths.base_model:
+        return cfg.paths.base_model
+    return RANDOM_SPEC if cfg.runtime.random_weights else DEFAULT_BASE_MODEL
+
+
+def _civitai_version(url: str) -> str | None:
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    api = urlsplit(civitai_api()).hostname
+    if host not in _CIVITAI_HOSTS and host != api:
+        return None
+    if m := re.match(r"^/api/download/models/(\d+)", parts.path):
+        return m.group(1)
+    query = dict(parse_qsl(parts.query))
+    if parts.path.startswith("/models/") and query.get("modelVersionId", "").isdigit():
+        return query["modelVersionId"]
+    return None
+
+
+def _without_token(url: str) -> str:
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k.lower() != "token"]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def parse_spec(spec: str) -> BaseModelSource:
+    spec = spec.strip()
+    if not spec:
+        raise BuilderError("base model not given: pass --base-model or set [paths] base_model")
+    if spec.lower().startswith(("http://", "https://")):
+        clean = _without_token(spec)
+        if version := _civitai_version(clean):
+            return BaseModelSource("civitai", clean, version_id=version)
+        return BaseModelSource("url", clean, url=clean)
+    if spec.lower().startswith("civitai:"):
+        version = spec.split(":", 1)[1].strip()
+        if not version.isdigit():
+            raise BuilderError(f"base model {spec!r}: civitai:<modelVersionId> takes a number (e.g. civitai:143906)")
+        return BaseModelSource("civitai", spec, version_id=version)
+    if spec == RANDOM_SPEC:
+        return BaseModelSource("random", spec)
+    local = Path(spec).expanduser()
+    if local.exists():
+        return BaseModelSource("local", spec, path=local)
+    if spec in W.REGISTRY and W.REGISTRY[spec].family:
+        return BaseModelSource("registry", spec, name=spec)
+    looks_like_path = spec.startswith((".", "/", "~", "\\")) or (
+        ":" not in spec and local.suffix.lower() in SINGLE_FILE_SUFFIXES
+    )
+    if looks_like_path or Path(spec).is_absolute():
+        raise BuilderError(f"base model {local} does not exist (--base-model / [paths] base_model)")
+    if _HF_ID.match(spec):
+        rest, _, filename = spec.partition(":")
+        repo_id, _, revision = rest.partition("@")
+        return BaseModelSource("hf", spec, repo_id=repo_id, revision=revision or None, filename=filename)
+    known = ", ".join(n for n, s in W.REGISTRY.items() if s.family)
+    raise BuilderError(
+        f"base model {spec!r} is not a file or folder here, not a registry name ({known}), not "
+        "civitai:<versionId>, an https URL or a Hugging Face repo id owner/name[@revision][:file]"
+    )
+
+
+# ---- the model family -----------------------------------------------------------------------
+
+
+def detect_family(path: Path) -> str:
+    """ "sdxl" or "sd15" from the files' own layout (builder.model_family), "" when unsure.
+
+    An unreadable or SD 2.x file is "" here; train and sample refuse it with the reason.
+    """
+    try:
+        return model_family.detect_family(path) or ""
+    except BuilderError:
+        return ""
+
+
+# ---- civitai ------------------------------------------------------------------------------
+
+
+def civitai_api() -> str:
+    return os.environ.get(CIVITAI_API_ENV, CIVITAI_API).rstrip("/")
+
+
+def _civitai_headers() -> dict[str, str]:
+    token = os.environ.get(CIVITAI_TOKEN_ENV, "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _scrub(text: str) -> str:
+    """``text`` with the token taken out, whatever path it came by."""
+    token = os.environ.get(CIVITAI_TOKEN_ENV, "").strip()
+    return text.replace(token, "<CIVITAI_TOKEN>") if token else text
+
+
+def _civitai_page(version: str) -> str:
+    return f"https://civitai.com/api/download/models/{version} (model page: https://civitai.com/model-versions/{version})"
+
+
+def _civitai_index(version: str, weights_dir: str) -> Path:
+    return W.cache_dir(weights_dir) / CACHE_SUBDIR / "civitai" / f"{version}.json"
+
+
+def civitai_manual_folder(version: str, weights_dir: str) -> Path:
+    """Where a file downloaded by hand for this version is picked up."""
+    return W.cache_dir(weights_dir) / CACHE_SUBDIR / "civitai" / version
+
+
+def _civitai_cached(version: str, weights_dir: str) -> Path | None:
+    """The file a previous run downloaded and verified for this version, or one put there by hand."""
+    try:
+        rec = json.loads(_civitai_index(version, weights_dir).read_text(encoding="utf-8"))
+        path = W.cache_dir(weights_dir) / CACHE_SUBDIR / "civitai" / rec["sha256"] / rec["file"]
+        if path.is_file():
+            return path
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    manual = civitai_manual_folder(version, weights_dir)
+    files = [p for p in manual.iterdir() if p.suffix.lower() in SINGLE_FILE_SUFFIXES] if manual.is_dir() else []
+    return files[0] if len(files) == 1 else None
+
+
+def _civitai_help(version: str, weights_dir: str, why: str) -> str:
+    return (
+        f"civitai model version {version}: {why}. Either set {CIVITAI_TOKEN_ENV} to a civitai API key "
+        "(civitai.com > account settings > API keys; it is sent as a header and never written "
+        f"anywhere), or download {_civitai_page(version)} by hand and pass its path with "
+        f"--base-model, or put it in {civitai_manual_folder(version, weights_dir)}/"
+    )
+
+
+def _pick_file(meta: dict, version: str) -> dict:
+    files = [f for f in meta.get("files") or [] if isinstance(f, dict)]
+    models = [f for f in files if f.get("type", "Model") == "Model"] or files
+    primary = [f for f in models if f.get("primary")]
+    if not (primary or models):
+        raise BuilderError(f"civitai model version {version}: the metadata lists no model file")
+    return (primary or models)[0]
+
+
+def _fetch_civitai(src: BaseModelSource, weights_dir: str) -> tuple[Path, str | None]:
+    from builder.fetch import DownloadError, byte_progress, download_named, get_json
+
+    version = src.version_id
+    cached = _civitai_cached(version, weights_dir)
+    if cached is not None:
+        return cached, (cached.parent.name if cached.parent.name != version else None)
+    headers = _civitai_headers()
+    try:
+        meta = get_json(f"{civitai_api()}/api/v1/model-versions/{version}", headers=headers)
+        entry = _pick_file(meta if isinstance(meta, dict) else {}, version)
+        sha = str((entry.get("hashes") or {}).get("SHA256", "")).lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", sha):
+            raise BuilderError(f"civitai model version {version}: the metadata gives no SHA256 for its file")
+        name = Path(str(entry.get("name") or f"civitai-{version}.safetensors")).name
+        url = str(entry.get("downloadUrl") or f"{civitai_api()}/api/download/models/{version}")
+        folder = W.cache_dir(weights_dir) / CACHE_SUBDIR / "civitai" / sha
+        console.print(f"downloading {name} from civitai (version {version}, sha256 {sha[:12]}...)")
+        with byte_progress() as progress:
+            path, digest = download_named(_without_token(url), folder, fallback_name=name, size=None,
+                                          sha256=sha, progress=progress, headers=headers)
+    except DownloadError as exc:
+        if exc.status in (401, 403):
+            why = ("civitai wants an API key for this file (HTTP 401)" if not headers
+                   else f"civitai refused the API key in {CIVITAI_TOKEN_ENV} (HTTP {exc.status})")
+            raise MissingWeightError(_scrub(_civitai_help(version, weights_dir, why))) from None
+        if exc.status == 404:
+            raise MissingWeightError(_scrub(_civitai_help(version, weights_dir, "civitai has no such version (HTTP 404)"))) from None
+        raise MissingWeightError(_scrub(_civitai_help(version, weights_dir, str(exc)))) from None
+    W.remember_verified(path, digest, weights_dir)
+    from builder.io import atomic_write_json
+
+    atomic_write_json(_civitai_index(version, weights_dir), {"sha256": digest, "file": path.name, "version": version})
+    return path, digest
+
+
+# ---- any https URL --------------------------------------------------------------------------
+
+
+def _url_folder(url: str, weights_dir: str) -> Path:
+    return W.cache_dir(weights_dir) / CACHE_SUBDIR / "url" / hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def _url_cached(url: str, weights_dir: str) -> Path | None:
+    from builder.fetch import PART_NAME
+
+    folder = _url_folder(url, weights_dir)
+    files = [p for p in folder.iterdir() if p.is_file() and p.name != PART_NAME] if folder.is_dir() else []
+    return files[0] if len(files) == 1 else None
+
+
+def _fetch_url(src: BaseModelSource, cfg: Config) -> tuple[Path, str | None]:
+    from builder.fetch import DownloadError, byte_progress, download_named
+
+    weights_dir = cfg.runtime.weights_dir
+    want = cfg.paths.base_model_sha256.strip().lower() or None
+    cached = _url_cached(src.url, weights_dir)
+    if cached is not None:
+        if want is not None and W.sha256_file(cached) != want:
+            raise BuilderError(f"{cached} (from {src.url}) does not have sha256 {want}; delete it to download again")
+        return cached, want
+    folder = _url_folder(src.url, weights_dir)
+    fallback = Path(urlsplit(src.url).path).name or "model.safetensors"
+    try:
+        with byte_progress() as progress:
+            path, digest = download_named(src.url, folder, fallback_name=fallback, size=None, sha256=want,
+                                          progress=progress)
+    except DownloadError as exc:
+        raise MissingWeightError(
+            f"base model {src.url}: {exc}. Download it by hand and pass its path with --base-model"
+        ) from None
+    if want is not None:
+        W.remember_verified(path, digest, weights_dir)
+    return path, digest
+
+
+# ---- Hugging Face -------------------------------------------------------------------------
+
+
+def _hf_endpoint() -> str | None:
+    # Read at call time: huggingface_hub reads HF_ENDPOINT once, when it is first imported.
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def _hf_cached(src: BaseModelSource) -> Path | None:
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+    if src.filename:
+        found = try_to_load_from_cache(src.repo_id, src.filename, revision=src.revision)
+        return Path(found) if isinstance(found, str) else None
+    try:
+        snap = Path(snapshot_download(src.repo_id, revision=src.revision, allow_patterns=HF_FOLDER_PATTERNS,
+                                      local_files_only=True))
+    except Exception:  # the hub raises several types for "not cached"
+        return None
+    return snap if (snap / "model_index.json").is_file() else None
+
+
+def _fetch_hf(src: BaseModelSource) -> Path:
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    cached = _hf_cached(src)
+    if cached is not None:
+        return cached
+    where = f"https://huggingface.co/{src.repo_id}"
+    try:
+        if src.filename:
+            return Path(hf_hub_download(src.repo_id, src.filename, revision=src.revision, endpoint=_hf_endpoint()))
+        snap = Path(snapshot_download(src.repo_id, revision=src.revision, allow_patterns=HF_FOLDER_PATTERNS,
+                                      endpoint=_hf_endpoint()))
+    except Exception as exc:  # the hub raises many types (HTTP, offline, gated, not found)
+        raise MissingWeightError(
+            f"base model {src.spec}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}. "
+            f"Check the repo at {where}; for a single checkpoint name it as owner/name:file.safetensors; "
+            "or download it by hand and pass its path with --base-model"
+        ) from None
+    if not (snap / "model_index.json").is_file():
+        raise BuilderError(
+            f"base model {src.spec}: the repo has no model_index.json (not a diffusers folder); "
+            f"name its checkpoint file: {src.repo_id}:<file>.safetensors (see {where}/tree/main)"
+        )
+    return snap
+
+
+# ---- checking and resolving ------------------------------------------------------------------
+
+
+def _host_of(src: BaseModelSource) -> str:
+    if src.kind == "registry":
+        return W.REGISTRY[src.name].url
+    if src.kind == "civitai":
+        return civitai_api()
+    if src.kind == "url":
+        return src.url
+    from huggingface_hub import constants
+
+    return _hf_endpoint() or constants.ENDPOINT
+
+
+def _check_local(path: Path) -> Path:
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise BuilderError(f"base model folder {path} is not a diffusers pipeline (no model_index.json)")
+    elif path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
+        raise BuilderError(f"base model {path} is neither a diffusers folder nor a .safetensors/.ckpt file")
+    return path
+
+
+def local_copy(src: BaseModelSource, cfg: Config) -> Path | None:
+    """The local file or folder for ``src`` when nothing needs fetching (no network used)."""
+    weights_dir = cfg.runtime.weights_dir
+    if src.kind == "local":
+        assert src.path is not None
+        return _check_local(src.path)
+    if src.kind == "registry":
+        st = W.state(src.name, weights_dir)
+        return st.path if st.state in (W.PRESENT, W.UNVERIFIED) else None
+    if src.kind == "civitai":
+        return _civitai_cached(src.version_id, weights_dir)
+    if src.kind == "url":
+        return _url_cached(src.url, weights_dir)
+    if src.kind == "hf":
+        return _hf_cached(src)
+    from builder.random_sd15 import random_sd15_folder
+
+    folder = random_sd15_folder(weights_dir, cfg.runtime.seed)
+    return folder if (folder / "model_index.json").is_file() else None
+
+
+def check_base_model(spec: str, cfg: Config, connect_timeout: float | None = None) -> BaseModelCheck:
+    """Whether ``spec`` is here or can be fetched, in seconds and without downloading anything."""
+    from builder.fetch import CONNECT_TIMEOUT, HostProbe
+
+    src = parse_spec(spec)
+    present = local_copy(src, cfg)
+    if present is not None:
+        return BaseModelCheck(src, present)
+    if src.kind == "random":
+        return BaseModelCheck(src, None, "generated here (seeded random weights)")
+    host = _host_of(src)
+    if src.kind == "hf" and os.environ.get("HF_HUB_OFFLINE"):
+        err: str | None = "HF_HUB_OFFLINE is set"
+    else:
+        err = HostProbe(connect_timeout or CONNECT_TIMEOUT).error(host)
+    if err is not None:
+        if src.kind == "registry":
+            hint = W.manual_hint(W.REGISTRY[src.name], cfg.runtime.weights_dir)
+        elif src.kind == "civitai":
+            raise MissingWeightError(_scrub(_civitai_help(src.version_id, cfg.runtime.weights_dir, err)))
+        else:
+            hint = "download it by hand and pass its path with --base-model"
+        raise MissingWeightError(f"base model {src.spec} is not here and cannot be fetched: {err}; {hint}")
+    return BaseModelCheck(src, None, host)
+
+
+def resolve_base_model(spec: str, cfg: Config) -> ResolvedBaseModel:
+    """Make ``spec`` local (download, verify or generate as needed) and say what it is."""
+    src = parse_spec(spec)
+    weights_dir = cfg.runtime.weights_dir
+    sha: str | None = None
+    if src.kind == "local":
+        assert src.path is not None
+        path = _check_local(src.path)
+    elif src.kind == "registry":
+        from builder.fetch import fetch
+
+        if W.state(src.name, weights_dir).state not in (W.PRESENT, W.UNVERIFIED):
+            fetch([src.name], weights_dir)
+        path, sha = W.require(src.name, weights_dir), W.REGISTRY[src.name].sha256
+    elif src.kind == "civitai":
+        path, sha = _fetch_civitai(src, weights_dir)
+    elif src.kind == "url":
+        path, sha = _fetch_url(src, cfg)
+    elif src.kind == "hf":
+        path = _fetch_hf(src)
+    else:
+        from builder.random_sd15 import ensure_random_sd15
+
+        path = ensure_random_sd15(weights_dir, cfg.runtime.seed)
+    family = W.REGISTRY[src.name].family if src.kind == "registry" else ("sd15" if src.kind == "random" else detect_family(path))
+    return ResolvedBaseModel(path=path, family_hint=family, source=src.kind, spec=src.spec, sha256=sha)
