@@ -26,13 +26,25 @@ from builder.faces.types import Face
 from builder.io import (
     atomic_write_bytes,
     atomic_write_json,
+    atomic_write_text,
     list_images,
     load_image,
     remove_stale_temps,
     write_image,
 )
 from builder.kohya.dataset import CAPTION_EXTENSIONS, instance_dir, kohya_images
-from builder.manifest import FAILED, KEPT, REJECTED, Manifest, Record, result_name
+from builder.manifest import (
+    BY_OVERRIDE,
+    BY_RANDOM_WEIGHTS,
+    BY_SCORES,
+    FAILED,
+    KEPT,
+    REJECTED,
+    Manifest,
+    Record,
+    result_name,
+)
+from builder.overrides import load_overrides
 from builder.quality.decide import NO_FACE, Assessment, assess, identity_thresholds
 from builder.quality.dedup import finalize
 from builder.quality.scores import Scores, score_result
@@ -299,9 +311,12 @@ def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models
 def settle(out: Path, cfg: Config, manifest: Manifest) -> Path | None:
     """Final decisions that need every photo (duplicates, --keep N), then the image folder.
 
-    Deterministic from the manifest alone, so a resumed run settles exactly like an
-    uninterrupted one. Per-photo rejections stay; only kept results can become rejected.
+    Deterministic from the manifest and overrides.json alone, so a resumed run settles
+    exactly like an uninterrupted one. Per-photo rejections stay; only kept results can
+    become rejected. A person's keep/reject (overrides.json) wins over everything, and a
+    photo they rejected leaves the ranking, so its near-duplicate twin can come back.
     """
+    overrides = load_overrides(out)
     scored = [r for r in manifest.records.values() if r.status != FAILED and r.quality]
     items = []
     for r in scored:
@@ -309,17 +324,23 @@ def settle(out: Path, cfg: Config, manifest: Manifest) -> Path | None:
         # Start again from the per-photo verdict so removing a photo can bring its twin back.
         a.decision.reasons = _per_photo_reasons(r)
         a.decision.kept = not a.decision.reasons
-        items.append((r, a))
-    finalize([a for _, a in items], cfg.quality.dedup_hamming, cfg.quality.keep)
-    # Random-weight results are noise by construction: they are scored and the verdicts are
-    # recorded, but all are kept so the later stages have a dataset to carry.
-    enforce = not cfg.runtime.random_weights
-    for r, a in items:
-        r.status = KEPT if a.decision.kept or not enforce else REJECTED
-        r.reasons = list(a.decision.reasons) if enforce else []
+        items.append((r, a, overrides.get(r.key, {}).get("status")))
+    finalize([a for _, a, o in items if o is None or o.value != REJECTED], cfg.quality.dedup_hamming, cfg.quality.keep)
+    for r, a, o in items:
+        r.reasons = list(a.decision.reasons)  # always what the scores found, whoever decided
+        r.override = o.to_dict() if o else None
+        if o is not None:
+            r.status, r.decided_by = o.value, BY_OVERRIDE
+        elif cfg.runtime.random_weights and not a.decision.kept:
+            # Random-weight results are noise by construction: they are scored and the verdicts
+            # are recorded, but all are kept so the later stages have a dataset to carry.
+            r.status, r.decided_by = KEPT, BY_RANDOM_WEIGHTS
+        else:
+            r.status, r.decided_by = (KEPT if a.decision.kept else REJECTED), BY_SCORES
         r.quality = {**a.to_dict(), "per_photo_reasons": _per_photo_reasons(r)}
     manifest.rewrite()
-    return _sync_image_folder(out, cfg, [r for r, _ in items if r.status == KEPT])
+    captions = {Path(r.output).name: overrides[r.key]["caption"].value for r, _, _ in items if "caption" in overrides.get(r.key, {})}
+    return _sync_image_folder(out, cfg, [r for r, _, _ in items if r.status == KEPT], captions)
 
 
 def _per_photo_reasons(record: Record) -> list[str]:
@@ -329,11 +350,12 @@ def _per_photo_reasons(record: Record) -> list[str]:
     return list(q.get("reasons", []))
 
 
-def _sync_image_folder(out: Path, cfg: Config, kept: list[Record]) -> Path | None:
+def _sync_image_folder(out: Path, cfg: Config, kept: list[Record], captions: dict[str, str]) -> Path | None:
     """Make img/<N>_<trigger> <class>/ hold exactly the kept results, under their stable names.
 
     Names come from the donor photo's path, so a caption stays attached to its image
-    across runs; a result that stops being kept loses its image and its caption.
+    across runs; a result that stops being kept loses its image and its caption. A caption
+    a person wrote (``captions``: image name -> text) is written whenever its image is here.
     """
     folder = instance_dir(out, cfg)
     wanted = {Path(r.output).name: out / r.output for r in kept if r.output}
@@ -346,4 +368,8 @@ def _sync_image_folder(out: Path, cfg: Config, kept: list[Record]) -> Path | Non
         dst = folder / name
         if not dst.exists() or dst.stat().st_size != src.stat().st_size:
             atomic_write_bytes(dst, src.read_bytes())
+        if name in captions:
+            caption = dst.with_suffix(cfg.caption.extension)
+            if not caption.is_file() or caption.read_text(encoding="utf-8") != captions[name]:
+                atomic_write_text(caption, captions[name])
     return folder

@@ -23,6 +23,12 @@ KEPT = "kept"
 REJECTED = "rejected"
 FAILED = "failed"  # the photo could not be used at all (unreadable, no face, ...)
 
+# Who made a scored record's final status (Record.decided_by); ``reasons`` always lists the
+# checks the scores failed, so a status that differs from the scores' verdict says why here.
+BY_SCORES = "scores"
+BY_RANDOM_WEIGHTS = "random weights"  # --random-weights kept what the scores rejected (so later stages have data)
+BY_OVERRIDE = "override"  # a person's decision in overrides.json; the stamp is in Record.override
+
 
 @dataclass
 class Record:
@@ -39,6 +45,13 @@ class Record:
     choice: dict[str, Any] | None = None
     quality: dict[str, Any] | None = None  # builder.quality Assessment: scores, combined, reasons
     timings: dict[str, float] = field(default_factory=dict)
+    decided_by: str = ""  # BY_SCORES, BY_RANDOM_WEIGHTS or BY_OVERRIDE ("" for a failed photo)
+    override: dict[str, str] | None = None  # the overrides.json stamp (value, by, at) behind the status
+
+    @property
+    def scores_kept(self) -> bool:
+        """What the quality filter alone decided (duplicates and --keep N included)."""
+        return bool((self.quality or {}).get("kept")) and self.status != FAILED
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -47,6 +60,48 @@ class Record:
     def from_dict(cls, d: dict[str, Any]) -> Record:
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One story for the terminal, the manifest and the review page: what the scores decided,
+    and what was kept or rejected anyway, and why."""
+
+    kept: int
+    rejected: int
+    failed: int
+    scores_kept: int  # scored results the quality filter passed
+    scores_rejected: int
+    kept_anyway: int  # rejected by the scores, kept by --random-weights
+    override_kept: int  # a person kept it (whatever the scores said)
+    override_rejected: int
+
+    @classmethod
+    def of(cls, records: list[Record]) -> Tally:
+        scored = [r for r in records if r.status != FAILED]
+        by = [(r.status, r.decided_by) for r in scored]
+        return cls(
+            kept=sum(s == KEPT for s, _ in by),
+            rejected=sum(s == REJECTED for s, _ in by),
+            failed=len(records) - len(scored),
+            scores_kept=sum(r.scores_kept for r in scored),
+            scores_rejected=sum(not r.scores_kept for r in scored),
+            kept_anyway=sum(s == KEPT and b == BY_RANDOM_WEIGHTS for s, b in by),
+            override_kept=sum(s == KEPT and b == BY_OVERRIDE for s, b in by),
+            override_rejected=sum(s == REJECTED and b == BY_OVERRIDE for s, b in by),
+        )
+
+    def describe(self) -> str:
+        """e.g. "3 kept, 0 rejected, 1 unusable; the scores kept 0 of 3; kept anyway: 3 (--random-weights)"."""
+        text = f"{self.kept} kept, {self.rejected} rejected, {self.failed} unusable; the scores kept {self.scores_kept} of {self.scores_kept + self.scores_rejected}"
+        extra = []
+        if self.kept_anyway:
+            extra.append(f"kept anyway: {self.kept_anyway} (--random-weights keeps every result)")
+        if self.override_kept:
+            extra.append(f"kept by a person: {self.override_kept}")
+        if self.override_rejected:
+            extra.append(f"rejected by a person: {self.override_rejected}")
+        return "; ".join([text, *extra])
 
 
 def result_name(key: str, suffix: str = ".png") -> str:

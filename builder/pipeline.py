@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
 from rich.table import Table
 
 from builder.build import MANIFEST, BuildSummary, run_build
@@ -22,7 +23,7 @@ from builder.console import console
 from builder.contact_sheet import write_quality_sheets
 from builder.errors import BuilderError
 from builder.kohya.files import KohyaFiles, write_kohya_files
-from builder.manifest import FAILED, KEPT
+from builder.manifest import FAILED, KEPT, Tally
 from builder.quality.decide import Assessment
 from builder.quality.summary import summarize
 
@@ -238,8 +239,10 @@ def chosen_label(choice: dict | None) -> str:
 
 
 def print_build_summary(summary: BuildSummary) -> None:
-    console.print(summarize([r.quality for r in summary.records if r.quality]))
-    failures = [r for r in summary.records if r.status == FAILED and not r.quality]
+    tally = Tally.of(summary.records)
+    scored = [r.quality for r in summary.records if r.quality and r.status != FAILED]
+    console.print(summarize(scored, title=f"Quality filter: the scores kept {tally.scores_kept} of {len(scored)} results"))
+    failures = [r for r in summary.records if r.status == FAILED]
     if failures:
         t = Table(title=f"{len(failures)} photo(s) could not be used")
         t.add_column("photo")
@@ -248,9 +251,8 @@ def print_build_summary(summary: BuildSummary) -> None:
             t.add_row(r.key, "; ".join(r.reasons))
         console.print(t)
     console.print(
-        f"[bold]build[/bold]: {summary.photos} photos ({summary.processed} this run), "
-        f"[green]{summary.kept} kept[/green], [red]{summary.rejected} rejected[/red], "
-        f"{summary.failed} unusable, in {summary.seconds:.1f}s"
+        f"[bold]build[/bold]: {summary.photos} photos ({summary.processed} this run): {escape(tally.describe())}; "
+        f"in {summary.seconds:.1f}s"
     )
 
 

@@ -4,7 +4,8 @@ Modes: ``skip`` captions only images without a caption file (existing files are 
 touched), ``overwrite`` captions every image, ``prefix-only`` puts the trigger and class
 word in front of existing captions without loading a captioning model (running it
 again changes nothing). Each caption file is written atomically as soon as it is made,
-so an interrupted run resumes with ``skip``.
+so an interrupted run resumes with ``skip``. In every mode, a caption a person wrote (on the
+review page, kept in the run folder's overrides.json) is left as it is.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from builder.console import console, progress
 from builder.device import resolve_device
 from builder.errors import BuilderError, ImageError
 from builder.io import atomic_write_text, load_image
+from builder.overrides import OVERRIDES, caption_overrides
 
 CaptionerFactory = Callable[[Config, torch.device], CaptionBackend]
 
@@ -95,6 +97,21 @@ def _write(summary: CaptionSummary, target: CaptionTarget, text: str) -> bool:
     return True
 
 
+def _person_captions(targets: list[CaptionTarget]) -> dict[Path, str]:
+    """image -> caption text from overrides.json, for images inside a run folder's img/<N>_<tokens>/."""
+    out: dict[Path, str] = {}
+    by_run: dict[Path, dict[str, str]] = {}
+    for t in targets:
+        run_dir = t.image.parents[2] if len(t.image.parents) > 2 and t.image.parents[1].name == "img" else None
+        if run_dir is None or not (run_dir / OVERRIDES).is_file():
+            continue
+        if run_dir not in by_run:
+            by_run[run_dir] = caption_overrides(run_dir)
+        if t.image.name in by_run[run_dir]:
+            out[t.image] = by_run[run_dir][t.image.name]
+    return out
+
+
 def recaption(
     folder: Path,
     cfg: Config,
@@ -126,10 +143,16 @@ def recaption(
         counter = counter or load_clip_counter(c.clip_tokenizer, cfg.runtime.weights_dir)
         return counter
 
+    written = _person_captions(targets)
     todo: list[CaptionTarget] = []
     for t in targets:
         exists = t.caption.exists()
-        if c.mode == "skip" and exists:
+        if t.image in written:
+            # A person's caption is never replaced, whatever the mode; settle wrote it already.
+            if (not exists or _read_caption(t.caption) != written[t.image]) and not _write(summary, t, written[t.image]):
+                continue
+            summary.skipped.append(t.image)
+        elif c.mode == "skip" and exists:
             summary.skipped.append(t.image)
         elif c.mode == "prefix-only":
             try:
@@ -145,6 +168,8 @@ def recaption(
         else:
             todo.append(t)
 
+    if written:
+        console.print(f"{len(written)} caption(s) written by a person ({OVERRIDES}) are kept as they are")
     if todo:
         _caption_targets(todo, cfg, rules, tokens(), captioner_factory, summary)
     console.print(summary.table())

@@ -15,4 +15,5 @@ COMMANDS: list[str] = [
     "train",
     "sample",
     "run",
+    "review",
 ]

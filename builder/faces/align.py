@@ -390,3 +390,15 @@ def box_mask(size: int, erode: int, feather: int) -> np.ndarray:
         t = np.clip((dist - erode) / feather, 0.0, 1.0)
         ramp = t * t * (3.0 - 2.0 * t)
     return np.minimum(ramp[:, None], ramp[None, :]).astype(np.float32)
+
+
+def closeup_box(box: np.ndarray, shape: tuple[int, ...], margin: float = 1.6) -> tuple[int, int, int, int]:
+    """Integer square (x0, y0, x1, y1) around a face box, ``margin`` times its longer side,
+    shifted (not squashed) to stay inside the image where it fits: the review page's close-ups."""
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).ravel()[:4])
+    h, w = shape[:2]
+    side = min(max(x1 - x0, y1 - y0) * margin, w, h)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left = min(max(cx - side / 2, 0.0), w - side)
+    top = min(max(cy - side / 2, 0.0), h - side)
+    return round(left), round(top), round(left + side), round(top + side)

@@ -49,11 +49,11 @@ def distributions(records: list[Assessment | dict[str, Any]]) -> dict[str, tuple
     return out
 
 
-def summarize(records: list[Assessment | dict[str, Any]]) -> Table:
-    """Accepts Assessments or their manifest dicts (a resumed run has only the latter)."""
+def summarize(records: list[Assessment | dict[str, Any]], title: str | None = None) -> Table:
+    """What the scores decided. Accepts Assessments or their manifest dicts (a resumed run has only the latter)."""
     dicts = [_as_dict(r) for r in records]
     kept = sum(1 for r in dicts if r.get("kept"))
-    table = Table(title=f"Quality: kept {kept} of {len(dicts)}")
+    table = Table(title=title or f"Quality: kept {kept} of {len(dicts)}")
     table.add_column("")
     table.add_column("n", justify="right")
     table.add_column("min", justify="right")
