@@ -23,13 +23,10 @@ from builder.swap.swappers import random_onnx
 from builder.swap.swappers.onnx_common import (
     RECOGNIZER_PACK,
     OnnxSwapper,
-    batch_size,
     check_raw,
     model_files,
     no_options,
-    open_session,
-    shared_recognizer,
-    swapper_inputs,
+    open_swapper,
 )
 
 NAMES = ("hyperswap_1a_256", "hyperswap_1b_256", "hyperswap_1c_256")
@@ -51,8 +48,7 @@ def load(cfg: Config, device: torch.device, name: str = "hyperswap_1a_256", **op
     no_options(name, options)
     with model_files(cfg, {name: random_onnx.hyperswap_model}) as paths:
         path = paths[name]
-        session = open_session(path, device, name, swapper_inputs(CROP_SIZE), (1, 3, CROP_SIZE, CROP_SIZE))
-    return HyperSwap(
-        name=name, crop_size=CROP_SIZE, template=TEMPLATE, session=session, path=path,
-        recognizer=shared_recognizer(cfg), mean=MEAN, std=STD, denormalise=True, batch_size=batch_size(session, cfg),
+        session = open_swapper(path, device, name, CROP_SIZE)
+    return HyperSwap.on(
+        cfg, session, path, name=name, crop_size=CROP_SIZE, template=TEMPLATE, mean=MEAN, std=STD, denormalise=True
     )

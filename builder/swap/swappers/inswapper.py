@@ -34,14 +34,11 @@ from builder.swap.swappers.onnx_common import (
     EMBEDDING_SIZE,
     RECOGNIZER_PACK,
     OnnxSwapper,
-    batch_size,
     check_raw,
     model_files,
     no_options,
-    open_session,
+    open_swapper,
     read_model,
-    shared_recognizer,
-    swapper_inputs,
 )
 
 NAMES = ("inswapper_128",)
@@ -81,11 +78,9 @@ def load(cfg: Config, device: torch.device, name: str = "inswapper_128", **optio
     no_options(name, options)
     with model_files(cfg, {name: random_onnx.inswapper_model}) as paths:
         path = paths[name]
-        target, source = swapper_inputs(CROP_SIZE)
-        session = open_session(path, device, WHAT, [target, source], (1, 3, CROP_SIZE, CROP_SIZE))
+        session = open_swapper(path, device, WHAT, CROP_SIZE)
         emap = read_emap(path)
-    return InSwapper(
-        name=name, crop_size=CROP_SIZE, template=TEMPLATE, session=session, path=path,
-        recognizer=shared_recognizer(cfg), mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), denormalise=False,
-        batch_size=batch_size(session, cfg), emap=emap,
+    return InSwapper.on(
+        cfg, session, path, name=name, crop_size=CROP_SIZE, template=TEMPLATE,
+        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), denormalise=False, emap=emap,
     )

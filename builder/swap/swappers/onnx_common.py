@@ -20,7 +20,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import onnx
@@ -207,6 +207,14 @@ class OnnxSwapper:
     denormalise: bool  # the output is in the input's normalised range (hyperswap), not [0, 1]
     batch_size: int
 
+    @classmethod
+    def on(cls, cfg: Config, session: Any, path: Path, **fields: Any) -> Self:
+        """``cls`` on an open swap graph, with the recognizer the swappers loaded together share
+        and the graph's own batch: what every ONNX swapper's ``load`` fills in the same way."""
+        return cls(
+            session=session, path=path, recognizer=shared_recognizer(cfg), batch_size=batch_size(session, cfg), **fields
+        )
+
     def alignment(self, kps: np.ndarray) -> np.ndarray:
         return align.facefusion_alignment(kps, self.template, self.crop_size)
 
@@ -238,6 +246,11 @@ class OnnxSwapper:
 def swapper_inputs(crop_size: int) -> tuple[Port, Port]:
     """The swap graphs' inputs as FaceFusion feeds them (forward_swap_face), one face at a time."""
     return Port("target", (1, 3, crop_size, crop_size)), Port("source", (1, EMBEDDING_SIZE))
+
+
+def open_swapper(path: Path, device: torch.device, what: str, crop_size: int) -> Any:
+    """A session on a swap graph, checked for the crop-in, crop-out signature of ``swapper_inputs``."""
+    return open_session(path, device, what, swapper_inputs(crop_size), (1, 3, crop_size, crop_size))
 
 
 def batch_size(session: Any, cfg: Config) -> int:

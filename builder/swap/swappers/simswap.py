@@ -30,13 +30,11 @@ from builder.swap.swappers.onnx_common import (
     RECOGNIZER_PACK,
     OnnxSwapper,
     Port,
-    batch_size,
     check_raw,
     model_files,
     no_options,
     open_session,
-    shared_recognizer,
-    swapper_inputs,
+    open_swapper,
 )
 
 NAMES = ("simswap_256",)
@@ -67,12 +65,11 @@ def load(cfg: Config, device: torch.device, name: str = "simswap_256", **options
     stand_ins = {name: random_onnx.simswap_model, CONVERTER: random_onnx.converter_model}
     with model_files(cfg, stand_ins) as paths:
         path = paths[name]
-        session = open_session(path, device, name, swapper_inputs(CROP_SIZE), (1, 3, CROP_SIZE, CROP_SIZE))
+        session = open_swapper(path, device, name, CROP_SIZE)
         converter = open_session(
             paths[CONVERTER], device, CONVERTER, [Port("input", (None, EMBEDDING_SIZE))], (None, EMBEDDING_SIZE)
         )
-    return SimSwap(
-        name=name, crop_size=CROP_SIZE, template=TEMPLATE, session=session, path=path,
-        recognizer=shared_recognizer(cfg), mean=IMAGENET_MEAN, std=IMAGENET_STD, denormalise=False,
-        batch_size=batch_size(session, cfg), converter=converter,
+    return SimSwap.on(
+        cfg, session, path, name=name, crop_size=CROP_SIZE, template=TEMPLATE,
+        mean=IMAGENET_MEAN, std=IMAGENET_STD, denormalise=False, converter=converter,
     )
