@@ -365,7 +365,9 @@ def _host_of(src: BaseModelSource) -> str:
     return _hf_endpoint() or constants.ENDPOINT
 
 
-def _check_local(path: Path) -> Path:
+def check_local(path: Path) -> Path:
+    """``path`` if it is a diffusers folder or a single-file checkpoint (also sample's check of
+    paths.base_model), else a BuilderError saying which it is not."""
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise BuilderError(f"base model folder {path} is not a diffusers pipeline (no model_index.json)")
@@ -379,7 +381,7 @@ def local_copy(src: BaseModelSource, cfg: Config) -> Path | None:
     weights_dir = cfg.runtime.weights_dir
     if src.kind == "local":
         assert src.path is not None
-        return _check_local(src.path)
+        return check_local(src.path)
     if src.kind == "registry":
         st = W.state(src.name, weights_dir)
         return st.path if st.state in (W.PRESENT, W.UNVERIFIED) else None
@@ -428,7 +430,7 @@ def resolve_base_model(spec: str, cfg: Config) -> ResolvedBaseModel:
     sha: str | None = None
     if src.kind == "local":
         assert src.path is not None
-        path = _check_local(src.path)
+        path = check_local(src.path)
     elif src.kind == "registry":
         from builder.fetch import fetch
 

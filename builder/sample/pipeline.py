@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
+from builder.base_model import check_local
 from builder.config import Config
 from builder.device import model_dtype
 from builder.errors import BuilderError
@@ -34,7 +35,6 @@ PIPELINES: dict[str, type[Pipeline]] = {"sd15": StableDiffusionPipeline, "sdxl":
 # from_single_file's default source of the component configs, per family.
 CONFIG_REPOS = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
 
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 SET_BASE_MODEL = (
     "pass --base-model FILE|DIR or set [paths] base_model in the config: an SD 1.5 or SDXL "
     ".safetensors/.ckpt checkpoint (e.g. v1-5-pruned-emaonly.safetensors, sd_xl_base_1.0.safetensors) "
@@ -60,12 +60,7 @@ def resolve_base_model(cfg: Config) -> Path:
     path = Path(cfg.paths.base_model).expanduser()
     if not path.exists():
         raise BuilderError(f"base model {path} does not exist ({SET_BASE_MODEL})")
-    if path.is_dir():
-        if not (path / "model_index.json").is_file():
-            raise BuilderError(f"base model folder {path} is not a diffusers pipeline (no model_index.json)")
-    elif path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
-        raise BuilderError(f"base model {path} is neither a diffusers folder nor a .safetensors/.ckpt file")
-    return path
+    return check_local(path)
 
 
 @contextlib.contextmanager
