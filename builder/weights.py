@@ -197,20 +197,16 @@ _SPECS = [
     # not the timm safetensors beside them. Florence-2 in transformers' native format (MIT):
     # the florence-community conversions, which need no trust_remote_code. Sizes not pinned
     # (hub repos; the hub checks each file's LFS sha256 as it downloads).
-    WeightSpec(
-        "wd14_swinv2", "SmilingWolf/wd-swinv2-tagger-v3", "SmilingWolf/wd-swinv2-tagger-v3", None, None,
-        "Apache-2.0 (SmilingWolf)", "WD14 v3 tagger, SwinV2 (caption.wd14_model default)", kind="hf",
-        members=("model.onnx", "selected_tags.csv"), optional=True,
-    ),
-    WeightSpec(
-        "wd14_eva02_large", "SmilingWolf/wd-eva02-large-tagger-v3", "SmilingWolf/wd-eva02-large-tagger-v3",
-        None, None, "Apache-2.0 (SmilingWolf)", "WD14 v3 tagger, EVA02-Large", kind="hf",
-        members=("model.onnx", "selected_tags.csv"), optional=True,
-    ),
-    WeightSpec(
-        "wd14_vit", "SmilingWolf/wd-vit-tagger-v3", "SmilingWolf/wd-vit-tagger-v3", None, None,
-        "Apache-2.0 (SmilingWolf)", "WD14 v3 tagger, ViT", kind="hf",
-        members=("model.onnx", "selected_tags.csv"), optional=True,
+    *(
+        WeightSpec(
+            name, repo, repo, None, None, "Apache-2.0 (SmilingWolf)", purpose, kind="hf",
+            members=("model.onnx", "selected_tags.csv"), optional=True,
+        )
+        for name, repo, purpose in (
+            ("wd14_swinv2", "SmilingWolf/wd-swinv2-tagger-v3", "WD14 v3 tagger, SwinV2 (caption.wd14_model default)"),
+            ("wd14_eva02_large", "SmilingWolf/wd-eva02-large-tagger-v3", "WD14 v3 tagger, EVA02-Large"),
+            ("wd14_vit", "SmilingWolf/wd-vit-tagger-v3", "WD14 v3 tagger, ViT"),
+        )
     ),
     WeightSpec(
         "florence2_large", "florence-community/Florence-2-large", "florence-community/Florence-2-large",
