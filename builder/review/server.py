@@ -181,14 +181,7 @@ class ReviewApp:
         record = self._record(body.get("key"))
         if not record.get("output"):
             raise ApiError(409, f"{record['key']}: the build made no result from this photo, so there is nothing to keep")
-
-        def apply() -> str | None:
-            with self.lock:
-                set_override(self.out, record["key"], "status", status, self.author)
-                return self._settle()
-
-        warning = await run_in_threadpool(apply)
-        return await self._answer(record["key"], warning)
+        return await self._override(record["key"], "status", status)
 
     async def set_caption(self, request: Request) -> Response:
         self._check_token(request)
@@ -206,14 +199,7 @@ class ReviewApp:
         record = self._record(body.get("key"))
         if not record.get("output"):
             raise ApiError(409, f"{record['key']}: the build made no result from this photo, so it has no caption")
-
-        def apply() -> str | None:
-            with self.lock:
-                set_override(self.out, record["key"], "caption", text, self.author)
-                return self._settle()
-
-        warning = await run_in_threadpool(apply)
-        return await self._answer(record["key"], warning)
+        return await self._override(record["key"], "caption", text)
 
     async def tokens(self, request: Request) -> Response:
         self._check_token(request)
@@ -223,6 +209,17 @@ class ReviewApp:
             raise ApiError(400, f"'text' must be a string of at most {MAX_CAPTION_CHARS} characters")
         count = await run_in_threadpool(self.counter.count, text)
         return JSONResponse(budget(count))
+
+    async def _override(self, key: str, field: str, value: str | None) -> Response:
+        """Record one reviewer edit and settle the run under the lock (one writer at a time), then answer."""
+
+        def apply() -> str | None:
+            with self.lock:
+                set_override(self.out, key, field, value, self.author)
+                return self._settle()
+
+        warning = await run_in_threadpool(apply)
+        return await self._answer(key, warning)
 
     async def _answer(self, key: str, warning: str | None) -> Response:
         state = await run_in_threadpool(page_state, self.out, self.cfg, self.counter)
