@@ -40,6 +40,19 @@ def donor_photos(data_dir: Path) -> list[Path]:
     return sorted((data_dir / "donors").iterdir())
 
 
+@pytest.fixture(scope="module")
+def dlib_cfg():
+    """CPU, random weights, dlib detector and judge: the real-photo swap tests' setup, which needs
+    no insightface pack. Per module, so one module's edits to it never reach another."""
+    from builder.config import Config
+
+    cfg = Config()
+    cfg.faces.detector = cfg.faces.judge = "dlib"
+    cfg.runtime.random_weights = True
+    cfg.runtime.device = "cpu"
+    return cfg
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_weights_cache(tmp_path_factory: pytest.TempPathFactory):
     """Tests never write into the user's weights cache (e.g. the CLIP tokenizer the kohya files build)."""

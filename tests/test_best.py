@@ -47,15 +47,6 @@ def test_pick_breaks_ties_by_sharpness() -> None:
 
 
 @pytest.fixture(scope="module")
-def dlib_cfg() -> Config:
-    cfg = Config()
-    cfg.faces.detector = cfg.faces.judge = "dlib"
-    cfg.runtime.random_weights = True
-    cfg.runtime.device = "cpu"
-    return cfg
-
-
-@pytest.fixture(scope="module")
 def scene(dlib_cfg, data_dir, source_photo):
     """The donor photo and its face, the source photo and its face, the judge and the source identity."""
     detector, judge = make_detector(dlib_cfg), make_judge(dlib_cfg)

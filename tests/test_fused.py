@@ -8,7 +8,7 @@ import torch
 
 from bench.chained import ChainedPass
 from bench.identity_models import IdentityRestorer, IdentitySwapper, face_region, fixed_source, psnr
-from builder.config import Config, SwapConfig
+from builder.config import SwapConfig
 from builder.faces import align
 from builder.faces.detect import make_detector
 from builder.io import load_image
@@ -18,15 +18,6 @@ from builder.swap.restorers import load_restorer
 from builder.swap.swappers import load_swapper
 
 PHOTOS = ("TaylorSwift1.jpeg", "TaylorSwift14.jpeg", "TaylorSwift111.jpeg")  # face boxes 486, 146, 156 px
-
-
-@pytest.fixture(scope="module")
-def dlib_cfg() -> Config:
-    cfg = Config()
-    cfg.faces.detector = cfg.faces.judge = "dlib"
-    cfg.runtime.random_weights = True
-    cfg.runtime.device = "cpu"
-    return cfg
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bench.identity_models import IdentityRestorer
-from builder.config import Config, SwapConfig
+from builder.config import SwapConfig
 from builder.faces import align
 from builder.faces.detect import make_detector
 from builder.faces.identity import make_judge
@@ -23,21 +23,12 @@ PLAIN = SwapConfig(mouth=False, paste_mask="box", restorer="none")
 
 
 @pytest.fixture(scope="module")
-def cfg() -> Config:
-    cfg = Config()
-    cfg.faces.detector = cfg.faces.judge = "dlib"
-    cfg.runtime.random_weights = True
-    cfg.runtime.device = "cpu"
-    return cfg
+def detector(dlib_cfg):
+    return make_detector(dlib_cfg)
 
 
 @pytest.fixture(scope="module")
-def detector(cfg):
-    return make_detector(cfg)
-
-
-@pytest.fixture(scope="module")
-def job(cfg, detector, data_dir) -> FaceJob:
+def job(dlib_cfg, detector, data_dir) -> FaceJob:
     image = load_image(data_dir / "donors" / "TaylorSwift14.jpeg")
     return FaceJob(image, detector.detect(image)[0])
 
@@ -54,8 +45,8 @@ def test_every_onnx_swapper_is_registered_and_configurable():
 
 
 @pytest.mark.parametrize("name", ONNX_SWAPPERS)
-def test_fused_pass_with_each_swapper(cfg, detector, job, source_photo, name):
-    swapper = swappers.load_swapper(cfg, "cpu", name)
+def test_fused_pass_with_each_swapper(dlib_cfg, detector, job, source_photo, name):
+    swapper = swappers.load_swapper(dlib_cfg, "cpu", name)
     source = source_identity([source_photo], detector, [swapper])
     fused = FusedPass(swapper, IdentityRestorer(), None, PLAIN)
     [res] = fused.run([job], source)
@@ -68,10 +59,10 @@ def test_fused_pass_with_each_swapper(cfg, detector, job, source_photo, name):
     assert np.abs(res.image[touched].astype(int) - job.image[touched].astype(int)).mean() > 1.0
 
 
-def test_best_of_onnx_swappers_records_every_candidate(cfg, detector, job, source_photo):
+def test_best_of_onnx_swappers_records_every_candidate(dlib_cfg, detector, job, source_photo):
     names = ["inswapper_128", "simswap_256"]
-    loaded = [swappers.load_swapper(cfg, "cpu", n) for n in names]
-    judge = make_judge(cfg)
+    loaded = [swappers.load_swapper(dlib_cfg, "cpu", n) for n in names]
+    judge = make_judge(dlib_cfg)
     source = source_identity([source_photo], detector, loaded, judge)
     [res] = FusedPass(loaded, IdentityRestorer(), None, PLAIN, judge=judge).run([job], source)
     choice = res.choice_dict()["swapper"]
