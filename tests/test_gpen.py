@@ -6,6 +6,7 @@ checkpoint is written, loaded and run once per session and the slow tests share 
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -13,38 +14,20 @@ import numpy as np
 import pytest
 import torch
 
-from builder.config import Config
 from builder.errors import CheckpointError, ConfigError, MissingWeightError
 from builder.models.gpen import FullGenerator, use_half_precision
 from builder.swap.restorers import load_restorer, weights
 from builder.swap.restorers.gpen import GPENRestorer, build, to_crops
 from builder.weights import REGISTRY, weight_path
 from tests.fixtures.gpen import write_gpen_checkpoint
+from tests.fixtures.restore import restorer_config, save_as, tiny_copy
 
 SEED = 5
 NAME = "gpen_bfr_512"
 URL = "https://public-vigen-video.oss-cn-shanghai.aliyuncs.com/robin/models/GPEN-BFR-512.pth"
 
 
-def gpen_config(weights_dir: Path | str = "", random_weights: bool = False) -> Config:
-    cfg = Config()
-    cfg.swap.restorer = NAME
-    cfg.runtime.weights_dir = str(weights_dir)
-    cfg.runtime.random_weights = random_weights
-    cfg.runtime.seed = SEED
-    return cfg
-
-
-def tiny_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Same keys and shapes, one stored number each: a few-KB file that still fails or passes key checks."""
-    return {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in state.items()}
-
-
-def write_raw(state: dict[str, torch.Tensor], root: Path) -> Path:
-    path = weight_path(NAME, str(root))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(state, path)
-    return path
+gpen_config = partial(restorer_config, NAME, seed=SEED)
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +131,7 @@ def test_official_format_loads_the_seeded_weights(gpen: GPENRestorer) -> None:
 def test_missing_key_names_key_and_file(tmp_path: Path) -> None:
     state = tiny_copy(build().state_dict())
     del state["generator.convs.5.activate.bias"]
-    path = write_raw(state, tmp_path)
+    path = save_as(NAME, tmp_path, state)
     with pytest.raises(CheckpointError) as err:
         load_restorer(gpen_config(tmp_path), "cpu")
     msg = str(err.value)
@@ -159,7 +142,7 @@ def test_misshapen_key_names_key_shapes_and_file(tmp_path: Path) -> None:
     state = tiny_copy(build().state_dict())
     # the shape a generator without isconcat would have
     state["generator.to_rgb1.conv.weight"] = torch.zeros(()).expand(1, 3, 512, 1, 1)
-    path = write_raw(state, tmp_path)
+    path = save_as(NAME, tmp_path, state)
     with pytest.raises(CheckpointError) as err:
         load_restorer(gpen_config(tmp_path), "cpu")
     msg = str(err.value)
@@ -169,7 +152,7 @@ def test_misshapen_key_names_key_shapes_and_file(tmp_path: Path) -> None:
 
 def test_wrapped_checkpoint_is_refused(tmp_path: Path) -> None:
     """GPEN's file is the bare state dict: a {"params_ema": ...} file is some other model's."""
-    path = write_raw({"params_ema": tiny_copy(build().state_dict())}, tmp_path)
+    path = save_as(NAME, tmp_path, {"params_ema": tiny_copy(build().state_dict())})
     with pytest.raises(CheckpointError) as err:
         load_restorer(gpen_config(tmp_path), "cpu")
     msg = str(err.value)

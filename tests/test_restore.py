@@ -7,6 +7,7 @@ written, loaded and run once per session and the tests share the results.
 from __future__ import annotations
 
 import dataclasses
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -24,25 +25,18 @@ from builder.swap.restorers.gfpgan import GFPGANRestorer
 from builder.swap.restorers.gfpgan import build as build_gfpgan
 from builder.swap.restorers.none import NoRestorer
 from builder.weights import REGISTRY, weight_path
-from tests.fixtures.restore import write_codeformer_checkpoint, write_gfpgan_checkpoint
+from tests.fixtures import restore
+from tests.fixtures.restore import (
+    save_as,
+    tiny_copy,
+    write_codeformer_checkpoint,
+    write_gfpgan_checkpoint,
+)
 
 SEED = 3
 
 
-def restorer_config(
-    name: str, weights_dir: Path | str = "", random_weights: bool = False
-) -> Config:
-    cfg = Config()
-    cfg.swap.restorer = name
-    cfg.runtime.weights_dir = str(weights_dir)
-    cfg.runtime.random_weights = random_weights
-    cfg.runtime.seed = SEED
-    return cfg
-
-
-def tiny_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Same keys and shapes, one stored number each: a few-KB file that still fails or passes key checks."""
-    return {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in state.items()}
+restorer_config = partial(restore.restorer_config, seed=SEED)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -207,9 +201,7 @@ def test_codeformer_keeps_code_head_in_float32(codeformer: CodeFormerRestorer) -
 def test_missing_key_names_key_and_file(weights_dir: Path, tmp_path: Path) -> None:
     state = tiny_copy(build_codeformer().state_dict())
     del state["quantize.embedding.weight"]
-    path = weight_path("codeformer", str(tmp_path))
-    path.parent.mkdir(parents=True)
-    torch.save({"params_ema": state}, path)
+    path = save_as("codeformer", tmp_path, {"params_ema": state})
     with pytest.raises(CheckpointError) as err:
         load_restorer(restorer_config("codeformer", tmp_path), "cpu")
     assert "quantize.embedding.weight" in str(err.value)
@@ -220,9 +212,7 @@ def test_missing_key_names_key_and_file(weights_dir: Path, tmp_path: Path) -> No
 def test_misshapen_key_names_key_shapes_and_file(tmp_path: Path) -> None:
     state = tiny_copy(build_gfpgan().state_dict())
     state["final_linear.weight"] = torch.zeros(()).expand(512, 4096)  # as if different_w=False
-    path = weight_path("gfpgan_v1.4", str(tmp_path))
-    path.parent.mkdir(parents=True)
-    torch.save({"params_ema": state}, path)
+    path = save_as("gfpgan_v1.4", tmp_path, {"params_ema": state})
     with pytest.raises(CheckpointError) as err:
         load_restorer(restorer_config("gfpgan", tmp_path), "cpu")
     msg = str(err.value)
@@ -232,9 +222,7 @@ def test_misshapen_key_names_key_shapes_and_file(tmp_path: Path) -> None:
 
 def test_checkpoint_without_params_ema_is_refused(tmp_path: Path) -> None:
     state = tiny_copy(build_gfpgan().state_dict())
-    path = weight_path("gfpgan_v1.4", str(tmp_path))
-    path.parent.mkdir(parents=True)
-    torch.save({"params": state}, path)  # a training-state file, not the released EMA weights
+    path = save_as("gfpgan_v1.4", tmp_path, {"params": state})  # a training-state file, not the released EMA weights
     with pytest.raises(CheckpointError) as err:
         load_restorer(restorer_config("gfpgan", tmp_path), "cpu")
     assert "'params_ema'" in str(err.value) and str(path) in str(err.value)

@@ -6,6 +6,7 @@ is checked on files of one stored number per tensor, and a real forward runs onc
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,8 @@ from builder.swap.fused import FFHQ_SIZE, FaceJob, FusedPass
 from builder.swap.restorers import restoreformer
 from builder.swap.restorers.restoreformer import RestoreFormerRestorer, build
 from builder.weights import REGISTRY, weight_path
+from tests.fixtures import restore
+from tests.fixtures.restore import save_as, tiny_copy
 from tests.fixtures.restoreformer import (
     LOSS_KEYS,
     lightning_checkpoint,
@@ -35,26 +38,7 @@ from tests.fixtures.restoreformer import (
 SEED = 5
 
 
-def tiny_copy(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Same keys and shapes, one stored number each: a few-KB file that still fails or passes key checks."""
-    return {k: torch.zeros((), dtype=v.dtype).expand(v.shape) for k, v in state.items()}
-
-
-def restorer_config(name: str, weights_dir: Path | str = "", random_weights: bool = False) -> Config:
-    cfg = Config()
-    cfg.swap.restorer = name
-    cfg.runtime.weights_dir = str(weights_dir)
-    cfg.runtime.random_weights = random_weights
-    cfg.runtime.seed = SEED
-    return cfg
-
-
-def save_as(name: str, weights_dir: Path, obj: object) -> Path:
-    """``obj`` saved where the registry puts ``name``'s official file."""
-    path = weight_path(name, str(weights_dir))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(obj, path)
-    return path
+restorer_config = partial(restore.restorer_config, seed=SEED)
 
 
 def tiny_net(dtype: torch.dtype = torch.float32) -> VQVAEGANMultiHeadTransformer:
