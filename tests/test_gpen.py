@@ -9,7 +9,6 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -20,7 +19,7 @@ from builder.swap.restorers import load_restorer, weights
 from builder.swap.restorers.gpen import GPENRestorer, build, to_crops
 from builder.weights import REGISTRY, weight_path
 from tests.fixtures.gpen import write_gpen_checkpoint
-from tests.fixtures.restore import restorer_config, save_as, tiny_copy
+from tests.fixtures.restore import restorer_config, save_as, tiny_copy, top_square_crop
 
 SEED = 5
 NAME = "gpen_bfr_512"
@@ -32,9 +31,7 @@ gpen_config = partial(restorer_config, NAME, seed=SEED)
 
 @pytest.fixture(scope="module")
 def face_crop(source_photo: Path) -> np.ndarray:
-    img = cv2.imread(str(source_photo))
-    side = min(img.shape[:2])
-    return cv2.resize(img[:side, :side], (512, 512), interpolation=cv2.INTER_AREA)[None]
+    return top_square_crop(source_photo)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ import dataclasses
 from functools import partial
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 import torch
@@ -29,6 +28,7 @@ from tests.fixtures import restore
 from tests.fixtures.restore import (
     save_as,
     tiny_copy,
+    top_square_crop,
     write_codeformer_checkpoint,
     write_gfpgan_checkpoint,
 )
@@ -46,10 +46,7 @@ def _threads() -> None:
 
 @pytest.fixture(scope="session")
 def face_crop(source_photo: Path) -> np.ndarray:
-    """(1, 512, 512, 3) BGR crop of the real source face: the image's top square, resized."""
-    img = cv2.imread(str(source_photo))
-    side = min(img.shape[:2])
-    return cv2.resize(img[:side, :side], (512, 512), interpolation=cv2.INTER_AREA)[None]
+    return top_square_crop(source_photo)
 
 
 @pytest.fixture(scope="session")
