@@ -13,8 +13,6 @@ half-written model is never taken for one.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +20,7 @@ import torch
 
 from builder import weights as W
 from builder.console import console
-from builder.errors import BuilderError
+from builder.io import atomic_folder
 
 
 @dataclass(frozen=True)
@@ -198,15 +196,7 @@ def ensure_random_sd15(weights_dir: str = "", seed: int = 0, sizes: RandomSDSize
         return folder
     bpe = bpe_file(weights_dir)
     console.print(f"generating a random-weight SD 1.5 (seed {seed}) into {folder}; once, about 2 GB")
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    # a folder without model_index.json is an unfinished one: atomic_folder replaces it
+    with atomic_folder(folder, "random SD 1.5") as tmp:
         write_random_sd15(tmp, bpe, seed, sizes)
-        if folder.exists():  # a folder without model_index.json is an unfinished one
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except OSError as exc:
-        raise BuilderError(f"{folder}: cannot write the random SD 1.5 ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder

@@ -19,12 +19,11 @@ import gzip
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
 from pathlib import Path
 
 from builder import weights as W
 from builder.errors import BuilderError, MissingWeightError
+from builder.io import atomic_folder
 from builder.weights import CLIP_REPO_ID
 
 SD_SCRIPTS_CACHE = "sd-scripts-tokenizer"  # the tokenizer_cache_dir the kohya files get by default
@@ -145,17 +144,9 @@ def ensure_clip_tokenizer(weights_dir: str = "", name: str = CLIP_CACHE_NAME) ->
     if is_tokenizer_folder(folder):
         return folder
     bpe = bpe_file(weights_dir)
-    tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    # a partial folder (e.g. an interrupted sd-scripts save) is replaced
+    with atomic_folder(folder, "CLIP tokenizer") as tmp:
         write_clip_tokenizer(tmp, bpe, PAD_TOKENS[name])
-        if folder.exists():  # a partial folder (e.g. an interrupted sd-scripts save): replace it
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    except OSError as exc:
-        raise BuilderError(f"{folder}: cannot write the CLIP tokenizer ({exc.strerror or exc})") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
