@@ -69,6 +69,7 @@ def atomic_folder(folder: Path, what: str) -> Iterator[Path]:
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
+        tmp.mkdir(parents=True)
         yield tmp
         if folder.exists():
             shutil.rmtree(folder)
