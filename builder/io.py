@@ -64,12 +64,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_folder(folder: Path, what: str) -> Iterator[Path]:
-    """Yield a scratch folder beside ``folder``; on success it replaces ``folder`` (a partial one
-    an interrupted run left included) in one step. An OSError names ``folder`` and ``what``."""
+    """Yield the path of a scratch folder beside ``folder``, not yet made (the writer makes it, as
+    save_pretrained does); on success it replaces ``folder`` (a partial one an interrupted run left
+    included) in one step. An OSError names ``folder`` and ``what``."""
     tmp = folder.with_name(f".{folder.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        tmp.mkdir(parents=True)
         yield tmp
         if folder.exists():
             shutil.rmtree(folder)

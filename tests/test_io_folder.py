@@ -15,7 +15,8 @@ def test_a_finished_folder_replaces_a_partial_one(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "half_written.bin").write_bytes(b"x")
     with atomic_folder(folder, "model") as tmp:
-        assert tmp.parent == folder.parent and tmp != folder
+        assert tmp.parent == folder.parent and tmp != folder and not tmp.exists()
+        tmp.mkdir()
         (tmp / "weights.bin").write_bytes(b"whole")
         assert not (folder / "weights.bin").exists()  # nothing shows until the block ends
     assert sorted(p.name for p in folder.iterdir()) == ["weights.bin"]
@@ -27,6 +28,7 @@ def test_a_failure_keeps_the_old_folder_and_names_it(tmp_path: Path) -> None:
     folder.mkdir()
     (folder / "vocab.json").write_text("{}")
     with pytest.raises(BuilderError) as err, atomic_folder(folder, "CLIP tokenizer") as tmp:
+        tmp.mkdir()
         (tmp / "vocab.json").write_text("partial")
         raise OSError(28, "No space left on device")
     assert str(err.value) == f"{folder}: cannot write the CLIP tokenizer (No space left on device)"
