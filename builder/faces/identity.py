@@ -72,6 +72,13 @@ def average_identity(vectors: Iterable[np.ndarray]) -> np.ndarray:
     return normalise(np.mean(stacked, axis=0))
 
 
+def average_raw_identity(vectors: np.ndarray) -> np.ndarray:
+    """average_identity rescaled to the vectors' mean norm: for nets trained on raw,
+    unnormalised ArcFace vectors (GHOST's generator, SimSwap's converter)."""
+    raw = np.asarray(vectors, dtype=np.float32)
+    return (average_identity(raw) * float(np.linalg.norm(raw, axis=1).mean())).astype(np.float32)
+
+
 def median_identity(vectors: Iterable[np.ndarray]) -> np.ndarray:
     """Per-dimension median of the normalised embeddings, renormalised.
 

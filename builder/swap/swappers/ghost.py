@@ -28,7 +28,7 @@ from builder.config import Config
 from builder.device import model_dtype
 from builder.errors import ConfigError
 from builder.faces import align
-from builder.faces.identity import average_identity
+from builder.faces.identity import average_raw_identity
 from builder.models.checkpoint import load_strict, randomize, read_state_dict
 from builder.models.ghost import CROP_SIZE, AEINet
 from builder.models.iresnet import EMBEDDING_SIZE, INPUT_SIZE, IResNet, iresnet100, settle_batchnorm
@@ -84,9 +84,7 @@ class GhostSwapper:
         """Directions averaged on the unit sphere (normalise, mean, renormalise) so one
         high-contrast photo does not outvote the rest; GHOST's generator was trained on raw,
         unnormalised ArcFace vectors, so the average is rescaled to the sources' mean norm."""
-        raw = np.asarray(raw, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
-        mean_norm = float(np.linalg.norm(raw, axis=1).mean())
-        return (average_identity(raw) * mean_norm).astype(np.float32)
+        return average_raw_identity(np.asarray(raw, dtype=np.float32).reshape(-1, EMBEDDING_SIZE))
 
     def embed_crops(self, crops: np.ndarray) -> np.ndarray:
         """(N, 256, 256, 3) GHOST crops -> (N, 512) raw iresnet100 vectors."""

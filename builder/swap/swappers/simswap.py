@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from builder.config import Config
-from builder.faces.identity import average_identity, normalise
+from builder.faces.identity import average_raw_identity, normalise
 from builder.swap.swappers import random_onnx
 from builder.swap.swappers.onnx_common import (
     EMBEDDING_SIZE,
@@ -50,9 +50,8 @@ class SimSwap(OnnxSwapper):
     converter: Any  # onnxruntime session of crossface_simswap.onnx
 
     def identity(self, raw: np.ndarray) -> np.ndarray:
-        raw = check_raw(raw)
-        mean = average_identity(raw) * float(np.linalg.norm(raw, axis=1).mean())
-        converted = self.converter.run(None, {"input": mean[None].astype(np.float32)})[0]
+        mean = average_raw_identity(check_raw(raw))
+        converted = self.converter.run(None, {"input": mean[None]})[0]
         return normalise(converted)
 
 
