@@ -15,3 +15,15 @@ def pick(registry: Mapping[str, T], name: str, key: str) -> T:
     if name not in registry:
         raise ConfigError(f"{key} = {name!r} is not one of {', '.join(registry)}")
     return registry[name]
+
+
+BEST = "best"
+
+
+def chosen(value: str, candidates: list[str], key: str) -> list[str]:
+    """What a stage runs: ``[value]``, or every candidate (once each, in order) when it is "best"."""
+    if value != BEST:
+        return [value]
+    if not candidates:
+        raise ConfigError(f'{key} = "best" needs at least one entry in {key}_candidates')
+    return list(dict.fromkeys(candidates))

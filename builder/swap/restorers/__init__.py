@@ -16,12 +16,11 @@ import torch
 from builder.config import Config
 from builder.errors import ConfigError
 from builder.models.base import Restorer
-from builder.registry import pick
+from builder.registry import BEST, chosen, pick
 from builder.swap.restorers import codeformer, gfpgan, gpen, none, restoreformer
 
 MODULES: tuple[ModuleType, ...] = (codeformer, gfpgan, gpen, none, restoreformer)
 BACKENDS: dict[str, ModuleType] = {name: m for m in MODULES for name in m.NAMES}
-BEST = "best"
 
 
 def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -38,11 +37,7 @@ def parse_spec(spec: str) -> tuple[str, dict[str, str]]:
 
 def specs(cfg: Config) -> list[str]:
     """The restorer specs this configuration runs: the one chosen, or every candidate of "best"."""
-    if cfg.swap.restorer != BEST:
-        return [cfg.swap.restorer]
-    if not cfg.swap.restorer_candidates:
-        raise ConfigError('swap.restorer = "best" needs at least one entry in swap.restorer_candidates')
-    return list(dict.fromkeys(cfg.swap.restorer_candidates))
+    return chosen(cfg.swap.restorer, cfg.swap.restorer_candidates, "swap.restorer")
 
 
 def weights(cfg: Config) -> list[str]:

@@ -14,21 +14,16 @@ import torch
 from builder.config import Config
 from builder.errors import ConfigError
 from builder.models.base import Swapper
-from builder.registry import pick
+from builder.registry import BEST, chosen, pick
 from builder.swap.swappers import ghost, hyperswap, inswapper, simswap
 
 MODULES: tuple[ModuleType, ...] = (ghost, inswapper, hyperswap, simswap)
 BACKENDS: dict[str, ModuleType] = {name: m for m in MODULES for name in m.NAMES}
-BEST = "best"
 
 
 def names(cfg: Config) -> list[str]:
     """The swappers this configuration runs: the one chosen, or every candidate of "best"."""
-    if cfg.swap.swapper != BEST:
-        return [cfg.swap.swapper]
-    if not cfg.swap.swapper_candidates:
-        raise ConfigError('swap.swapper = "best" needs at least one entry in swap.swapper_candidates')
-    return list(dict.fromkeys(cfg.swap.swapper_candidates))
+    return chosen(cfg.swap.swapper, cfg.swap.swapper_candidates, "swap.swapper")
 
 
 def weights(cfg: Config) -> list[str]:
