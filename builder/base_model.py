@@ -13,8 +13,9 @@
   when given;
 - a Hugging Face repo id ``owner/name[@revision][:file.safetensors]``, through
   huggingface_hub and its cache (``HF_ENDPOINT`` picks another hub);
-- ``random-sd15`` (what ``--random-weights`` uses when no base model is given): a seeded
-  random-weight model of the real SD 1.5 architecture, generated once into the cache.
+- ``random-<family>`` (``random-sd15``, ``random-sdxl``: what ``--random-weights`` uses when no
+  base model is given): a seeded random-weight model of the family's real architecture, made
+  once into the cache by the family module (builder.families), with nothing downloaded.
 
 ``check_base_model`` answers cheaply, before any stage runs, whether the spec is present or
 can be fetched (its host answers); ``resolve_base_model`` makes it present. Both raise a
@@ -32,13 +33,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from builder import model_family
+from builder import families
 from builder import weights as W
 from builder.config import DEFAULT_BASE_MODEL, Config
 from builder.console import console
 from builder.errors import BuilderError, MissingWeightError
 
-RANDOM_SPEC = "random-sd15"
+RANDOM_PREFIX = "random-"
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 CIVITAI_TOKEN_ENV = "CIVITAI_TOKEN"
 CIVITAI_API_ENV = "CIVITAI_API_BASE"  # another civitai host (tests point it at a local server)
@@ -58,7 +59,7 @@ class BaseModelSource:
     kind: str  # local | registry | civitai | url | hf | random
     spec: str
     path: Path | None = None  # local
-    name: str = ""  # registry
+    name: str = ""  # registry; random: the family
     version_id: str = ""  # civitai
     url: str = ""  # url (token-free)
     repo_id: str = ""  # hf
@@ -69,7 +70,7 @@ class BaseModelSource:
 @dataclass(frozen=True)
 class ResolvedBaseModel:
     path: Path  # a local single-file checkpoint or diffusers folder
-    family_hint: str  # "sd15" | "sdxl" | "" when the files do not say
+    family_hint: str  # a builder.families name ("sd15", "sdxl"), "" when the files do not say
     source: str  # BaseModelSource.kind
     spec: str  # as given, token-free
     sha256: str | None = None  # when it was verified on download
@@ -85,11 +86,25 @@ class BaseModelCheck:
 # ---- parsing ------------------------------------------------------------------------------
 
 
+def random_spec(family: str) -> str:
+    """The spec of the family's generated random base (``random-sd15``)."""
+    return RANDOM_PREFIX + families.family(family).NAME
+
+
+RANDOM_SPEC = random_spec(families.DEFAULT)  # what --random-weights trains on when nothing says otherwise
+
+
 def base_model_spec(cfg: Config) -> str:
-    """The configured spec, else the random SD 1.5 for --random-weights, else the default."""
+    """The configured spec, else the family's random base for --random-weights, else the default.
+
+    The family is ``kohya.model_family``; "auto" with nothing to tell it from is SD 1.5.
+    """
     if cfg.paths.base_model:
         return cfg.paths.base_model
-    return RANDOM_SPEC if cfg.runtime.random_weights else DEFAULT_BASE_MODEL
+    if not cfg.runtime.random_weights:
+        return DEFAULT_BASE_MODEL
+    setting = cfg.kohya.model_family
+    return random_spec(families.DEFAULT if setting == "auto" else setting)
 
 
 def _civitai_version(url: str) -> str | None:
@@ -126,8 +141,8 @@ def parse_spec(spec: str) -> BaseModelSource:
         if not version.isdigit():
             raise BuilderError(f"base model {spec!r}: civitai:<modelVersionId> takes a number (e.g. civitai:143906)")
         return BaseModelSource("civitai", spec, version_id=version)
-    if spec == RANDOM_SPEC:
-        return BaseModelSource("random", spec)
+    if spec.startswith(RANDOM_PREFIX) and spec.removeprefix(RANDOM_PREFIX) in families.FAMILIES:
+        return BaseModelSource("random", spec, name=spec.removeprefix(RANDOM_PREFIX))
     local = Path(spec).expanduser()
     if local.exists():
         return BaseModelSource("local", spec, path=local)
@@ -153,12 +168,12 @@ def parse_spec(spec: str) -> BaseModelSource:
 
 
 def detect_family(path: Path) -> str:
-    """ "sdxl" or "sd15" from the files' own layout (builder.model_family), "" when unsure.
+    """The family from the files' own layout (builder.families), "" when unsure.
 
     An unreadable or SD 2.x file is "" here; train and sample refuse it with the reason.
     """
     try:
-        return model_family.detect_family(path) or ""
+        return families.detect_family(path) or ""
     except BuilderError:
         return ""
 
@@ -391,10 +406,7 @@ def local_copy(src: BaseModelSource, cfg: Config) -> Path | None:
         return _url_cached(src.url, weights_dir)
     if src.kind == "hf":
         return _hf_cached(src)
-    from builder.random_sd15 import random_sd15_folder
-
-    folder = random_sd15_folder(weights_dir, cfg.runtime.seed)
-    return folder if (folder / "model_index.json").is_file() else None
+    return families.family(src.name).random_base_cached(weights_dir, cfg.runtime.seed)
 
 
 def check_base_model(spec: str, cfg: Config, connect_timeout: float | None = None) -> BaseModelCheck:
@@ -444,8 +456,9 @@ def resolve_base_model(spec: str, cfg: Config) -> ResolvedBaseModel:
     elif src.kind == "hf":
         path = _fetch_hf(src)
     else:
-        from builder.random_sd15 import ensure_random_sd15
-
-        path = ensure_random_sd15(weights_dir, cfg.runtime.seed)
-    family = W.REGISTRY[src.name].family if src.kind == "registry" else ("sd15" if src.kind == "random" else detect_family(path))
+        path = families.family(src.name).make_random_base(weights_dir, cfg.runtime.seed)
+    if src.kind == "registry":
+        family = W.REGISTRY[src.name].family
+    else:
+        family = src.name if src.kind == "random" else detect_family(path)
     return ResolvedBaseModel(path=path, family_hint=family, source=src.kind, spec=src.spec, sha256=sha)

@@ -309,7 +309,7 @@ _SPECS = [
         "CreativeML Open RAIL-M", "Realistic Vision V5.1 (VAE baked in), SD 1.5 photo fine-tune",
         subdir="sd", optional=True, family="sd15",
     ),
-    # ---- SDXL base models (builder.model_family: "sdxl") ----
+    # ---- SDXL base models (builder.families: "sdxl") ----
     # SDXL base 1.0 in its SGM single-file layout. sha256 31e35c80... and 6,938,078,334 B:
     # the hub's LFS record, repeated by several independent manifests pinning this file.
     WeightSpec(

@@ -13,8 +13,8 @@ from builder import base_model as B
 from builder import weights as W
 from builder.config import Config
 from builder.errors import BuilderError, MissingWeightError
+from builder.families.sd15 import SD15, RandomSDSizes, write_random_sd15
 from builder.needs import base_model_names
-from builder.random_sd15 import SD15, RandomSDSizes, write_random_sd15
 from tests.fixtures.clip import bpe_path
 from tests.fixtures.model_hosts import ModelHost, ServedModelHost, model_bytes, written_text
 from tests.fixtures.tiny_sd import build_tiny_pipeline, write_single_file
@@ -234,7 +234,7 @@ def test_local_files_and_family_detection(tmp_path, cfg):
 
 def test_the_random_model_has_sd15s_real_sizes():
     """Parameter counts of SD 1.5's UNet, CLIP ViT-L/14 text model and VAE (built on the meta device)."""
-    from builder import random_sd15 as R
+    from builder.families import sd15 as R
 
     with torch.device("meta"):
         counts = [sum(p.numel() for p in build(SD15).parameters()) for build in (R._unet, R._text_encoder, R._vae)]

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuilderError, ConfigError
+from builder.families import detect_family, family_from_keys, resolve_family
 from builder.kohya.dataset import choose_repeats
 from builder.kohya.files import write_kohya_files
 from builder.kohya.schema import dataset_keys, gui_keys, train_arguments
 from builder.kohya.train import gpu_options, make_command
-from builder.model_family import detect_family, family_from_keys, resolve_family
 from launch import main
 from tests.fixtures.kohya import (
     fake_accelerate,

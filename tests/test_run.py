@@ -119,13 +119,13 @@ def test_run_without_sd_scripts_fails_in_seconds_before_touching_a_photo(world, 
 def test_plumbing_check_trains_and_samples_on_the_generated_random_sd15_with_no_network(
     world, env, tmp_path, source_photo, monkeypatch
 ):
-    from builder import random_sd15
+    from builder.families import sd15
     from tests.fixtures.clip import bpe_path
     from tests.test_base_model import TINY
 
     # The product generates SD 1.5's real sizes; the test the same architecture, tiny.
-    monkeypatch.setattr(random_sd15, "SD15", TINY)
-    twin = random_sd15.write_random_sd15(tmp_path / "twin", bpe_path(), seed=0, sizes=TINY)
+    monkeypatch.setattr(sd15, "SD15", TINY)
+    twin = sd15.write_random_sd15(tmp_path / "twin", bpe_path(), seed=0, sizes=TINY)
     from diffusers import StableDiffusionPipeline
 
     pipe = StableDiffusionPipeline.from_pretrained(twin, safety_checker=None)

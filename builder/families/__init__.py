@@ -34,6 +34,7 @@ Sampling (diffusers)
     ``CONFIG_REPO``  ``from_single_file``'s default source of the component configs
     ``CONFIG_FOLDERS``  the subfolders a local ``[sample] model_config`` folder must hold
     ``LORA_TEXT_PREFIXES``  sd-scripts' text-encoder LoRA prefixes ("lora_te_",)
+    ``LORA_TRAINED_FOR``  what a LoRA with those prefixes was trained for, in messages ("SD 1.x/2.x")
     ``lora_targets(pipe) -> dict[str, Module]``  every module name sd-scripts' LoRA for this family
                      may carry, mapped onto the pipeline's Linear/Conv2d it patches
 
@@ -76,6 +77,7 @@ class FamilyModule(Protocol):
     CONFIG_REPO: str
     CONFIG_FOLDERS: tuple[str, ...]
     LORA_TEXT_PREFIXES: tuple[str, ...]
+    LORA_TRAINED_FOR: str
 
     def owns_keys(self, keys: list[str]) -> bool: ...
     def owns_folder(self, path: Path) -> bool: ...

@@ -7,11 +7,12 @@ import json
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from builder.errors import BuilderError, ConfigError
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_HEADER = 100 << 20  # the safetensors format's own limit on the header size
 
@@ -53,6 +54,8 @@ def kohya_module_names(
 ) -> dict[str, torch.nn.Module]:
     """sd-scripts' name for every Linear/Conv2d under ``root``: ``prefix`` + module path, dots as
     underscores; ``alias`` gives a second path a module also answers to (SDXL's SGM names)."""
+    import torch
+
     targets: dict[str, torch.nn.Module] = {}
     if root is None:
         return targets

@@ -8,13 +8,27 @@ UNet with diffusers' module names, so its LoRA names are the diffusers paths.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from builder import weights as W
 from builder.caption.clip_tokenizer import CLIP_CACHE_NAME
 from builder.config import Config
 from builder.errors import BuilderError
 from builder.families.common import kohya_module_names, pipeline_class
+from builder.families.random_init import (
+    COMPLETE,
+    cached,
+    clip_text_config,
+    clip_text_model,
+    generate_once,
+    save_random,
+    save_text_encoder,
+    write_json,
+)
 
 NAME = "sd15"
 TITLE = "SD 1.5"
@@ -35,6 +49,7 @@ PIPELINE_KWARGS: dict[str, Any] = {"safety_checker": None, "requires_safety_chec
 CONFIG_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 CONFIG_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 LORA_TEXT_PREFIXES = ("lora_te_",)
+LORA_TRAINED_FOR = "SD 1.x/2.x"  # SD 2.x LoRAs use the same prefix
 
 SD2_KEY_PREFIX = "cond_stage_model.model."  # OpenCLIP ViT-H: SD 2.x, which this builder does not train
 SD1_KEY_PREFIXES = ("cond_stage_model.transformer.", "model.diffusion_model.")
@@ -66,14 +81,129 @@ def lora_targets(pipe: Any) -> dict[str, Any]:
     return {**kohya_module_names("lora_unet_", pipe.unet), **kohya_module_names("lora_te_", pipe.text_encoder)}
 
 
-def random_base_cached(weights_dir: str, seed: int) -> Path | None:
-    from builder.random_sd15 import random_sd15_folder
+# ---- the random base (--random-weights) -----------------------------------------------------
+# The sizes are SD 1.5's own (``SD15``): sd-scripts turns a diffusers UNet into its original
+# layout with SD 1.5's fixed block sizes, so a smaller UNet would not load there. The folder is
+# what the SD 1.5 hub repo holds (model_index.json, unet/, vae/, text_encoder/, tokenizer/,
+# scheduler/), in fp16 (about 2.1 GB), the text encoder under transformers 4's ``text_model.``
+# key prefix as the real repo has it.
 
-    folder = random_sd15_folder(weights_dir, seed)
-    return folder if (folder / "model_index.json").is_file() else None
+
+@dataclass(frozen=True)
+class RandomSDSizes:
+    """The architecture sizes; the defaults are SD 1.5's (stable-diffusion-v1-5 configs)."""
+
+    block_out_channels: tuple[int, ...] = (320, 640, 1280, 1280)
+    layers_per_block: int = 2
+    attention_head_dim: int = 8
+    cross_attention_dim: int = 768  # = the text encoder's hidden size
+    sample_size: int = 64
+    text_hidden: int = 768  # CLIP ViT-L/14 text tower
+    text_intermediate: int = 3072
+    text_layers: int = 12
+    text_heads: int = 12
+    vae_channels: tuple[int, ...] = (128, 256, 512, 512)
+    vae_layers_per_block: int = 2
+    norm_num_groups: int = 32
+
+
+SD15 = RandomSDSizes()
+FOLDER = "random-sd15-seed{seed}"
+
+MODEL_INDEX = {
+    "_class_name": "StableDiffusionPipeline",
+    "_diffusers_version": "0.6.0",
+    "feature_extractor": [None, None],
+    "requires_safety_checker": False,
+    "safety_checker": [None, None],
+    "scheduler": ["diffusers", "PNDMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+# stable-diffusion-v1-5 scheduler/scheduler_config.json
+SCHEDULER = {
+    "_class_name": "PNDMScheduler",
+    "_diffusers_version": "0.6.0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "num_train_timesteps": 1000,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "trained_betas": None,
+    "clip_sample": False,
+}
+
+
+def random_base_folder(weights_dir: str = "", seed: int = 0) -> Path:
+    return W.cache_dir(weights_dir) / "sd" / FOLDER.format(seed=seed)
+
+
+def _unet(s: RandomSDSizes):  # type: ignore[no-untyped-def]
+    from diffusers import UNet2DConditionModel
+
+    n = len(s.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=s.sample_size, in_channels=4, out_channels=4, layers_per_block=s.layers_per_block,
+        block_out_channels=s.block_out_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * (n - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (n - 1),
+        cross_attention_dim=s.cross_attention_dim, attention_head_dim=s.attention_head_dim,
+        norm_num_groups=s.norm_num_groups,
+    )
+
+
+def _vae(s: RandomSDSizes, scaling_factor: float = 0.18215):  # type: ignore[no-untyped-def]
+    from diffusers import AutoencoderKL
+
+    n = len(s.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=s.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=s.vae_layers_per_block, norm_num_groups=s.norm_num_groups, sample_size=512,
+        scaling_factor=scaling_factor,
+    )
+
+
+def _text_config(s: RandomSDSizes) -> dict[str, Any]:
+    """config.json as the SD 1.5 repo's text_encoder/ has it (CLIP ViT-L/14's text tower)."""
+    return clip_text_config("CLIPTextModel", s.text_hidden, s.text_intermediate, s.text_layers, s.text_heads,
+                            "quick_gelu", s.text_hidden)
+
+
+def _text_encoder(s: RandomSDSizes):  # type: ignore[no-untyped-def]
+    return clip_text_model(_text_config(s))
+
+
+def write_random_sd15(folder: Path, bpe: Path, seed: int = 0, sizes: RandomSDSizes | None = None) -> Path:
+    """Write the random model as a diffusers folder at ``folder`` (which must not exist).
+
+    ``bpe`` is CLIP's BPE file, from which the tokenizer is built offline.
+    """
+    from builder.caption.clip_tokenizer import write_clip_tokenizer
+
+    folder, sizes = Path(folder), sizes or SD15
+    gen = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True)
+    save_random(folder / "unet", lambda: _unet(sizes), gen)
+    save_random(folder / "vae", lambda: _vae(sizes), gen)
+    save_text_encoder(folder / "text_encoder", _text_config(sizes), gen)
+    write_clip_tokenizer(folder / "tokenizer", bpe)
+    write_json(folder / "scheduler" / "scheduler_config.json", SCHEDULER)
+    write_json(folder / COMPLETE, MODEL_INDEX)  # last: a folder with it is complete
+    return folder
+
+
+def random_base_cached(weights_dir: str, seed: int) -> Path | None:
+    return cached(random_base_folder(weights_dir, seed))
 
 
 def make_random_base(weights_dir: str, seed: int) -> Path:
-    from builder.random_sd15 import ensure_random_sd15
+    """The cached random SD 1.5 folder for ``seed``, generated (once) if absent."""
+    from builder.caption.clip_tokenizer import bpe_file
 
-    return ensure_random_sd15(weights_dir, seed)
+    return generate_once(random_base_folder(weights_dir, seed), f"{TITLE} (seed {seed})", "2 GB",
+                         lambda tmp: write_random_sd15(tmp, bpe_file(weights_dir), seed))

@@ -25,9 +25,13 @@ same correspondence the other way, for checking a LoRA before it is applied.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from builder import weights as W
 from builder.caption.clip_tokenizer import BIGG_CACHE_NAME, CLIP_CACHE_NAME
 from builder.config import Config
 from builder.errors import ConfigError
@@ -36,6 +40,15 @@ from builder.families.common import (
     check_cached_captions,
     kohya_module_names,
     pipeline_class,
+)
+from builder.families.random_init import (
+    COMPLETE,
+    cached,
+    clip_text_config,
+    generate_once,
+    save_random,
+    save_text_encoder,
+    write_json,
 )
 
 NAME = "sdxl"
@@ -59,6 +72,7 @@ PIPELINE_KWARGS: dict[str, Any] = {}  # SDXL pipelines have no safety checker
 CONFIG_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 CONFIG_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
 LORA_TEXT_PREFIXES = ("lora_te1_", "lora_te2_")
+LORA_TRAINED_FOR = "SDXL"
 
 KEY_PREFIX = "conditioner.embedders.1."  # OpenCLIP bigG, SDXL's second text encoder
 
@@ -154,9 +168,146 @@ def lora_targets(pipe: Any) -> dict[str, Any]:
     }
 
 
+# ---- the random base (--random-weights) -----------------------------------------------------
+# SDXL base 1.0's own sizes (``SDXL``) in the layout of its hub repo (model_index.json, unet/,
+# vae/, text_encoder/, text_encoder_2/, tokenizer/, tokenizer_2/, scheduler/), fp16, about
+# 6.9 GB. Nothing is reduced: sdxl_train_network.py converts a diffusers UNet into its own
+# SdxlUNet2DConditionModel, whose sizes are fixed, and that UNet's context (2048 = 768 + 1280)
+# and pooled-text input (1280) fix both text encoders' widths.
+
+
+@dataclass(frozen=True)
+class RandomSDXLSizes:
+    """The architecture sizes; the defaults are SDXL base 1.0's (its repo's config.json files)."""
+
+    block_out_channels: tuple[int, ...] = (320, 640, 1280)
+    layers_per_block: int = 2
+    transformer_layers_per_block: tuple[int, ...] = (1, 2, 10)
+    attention_head_dim: tuple[int, ...] = (5, 10, 20)
+    addition_time_embed_dim: int = 256
+    sample_size: int = 128
+    text_hidden: int = 768  # CLIP ViT-L/14 text tower
+    text_intermediate: int = 3072
+    text_layers: int = 12
+    text_heads: int = 12
+    text2_hidden: int = 1280  # OpenCLIP ViT-bigG/14 text tower
+    text2_intermediate: int = 5120
+    text2_layers: int = 32
+    text2_heads: int = 20
+    text2_projection: int = 1280  # the pooled embedding the UNet's text-time embedding reads
+    vae_channels: tuple[int, ...] = (128, 256, 512, 512)
+    vae_layers_per_block: int = 2
+    norm_num_groups: int = 32
+
+
+SDXL = RandomSDXLSizes()
+FOLDER = "random-sdxl-seed{seed}"
+TIME_IDS = 6  # original size, crop offset, target size: two numbers each
+
+MODEL_INDEX = {
+    "_class_name": "StableDiffusionXLPipeline",
+    "_diffusers_version": "0.19.0.dev0",
+    "force_zeros_for_empty_prompt": True,
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "tokenizer_2": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+# stable-diffusion-xl-base-1.0 scheduler/scheduler_config.json
+SCHEDULER = {
+    "_class_name": "EulerDiscreteScheduler",
+    "_diffusers_version": "0.19.0.dev0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "interpolation_type": "linear",
+    "num_train_timesteps": 1000,
+    "prediction_type": "epsilon",
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": False,
+    "skip_prk_steps": True,
+    "steps_offset": 1,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+    "use_karras_sigmas": False,
+}
+
+
+def random_base_folder(weights_dir: str = "", seed: int = 0) -> Path:
+    return W.cache_dir(weights_dir) / "sdxl" / FOLDER.format(seed=seed)
+
+
+def _unet(s: RandomSDXLSizes):  # type: ignore[no-untyped-def]
+    from diffusers import UNet2DConditionModel
+
+    n = len(s.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=s.sample_size, in_channels=4, out_channels=4, layers_per_block=s.layers_per_block,
+        block_out_channels=s.block_out_channels,
+        down_block_types=("DownBlock2D",) + ("CrossAttnDownBlock2D",) * (n - 1),
+        up_block_types=("CrossAttnUpBlock2D",) * (n - 1) + ("UpBlock2D",),
+        transformer_layers_per_block=s.transformer_layers_per_block, attention_head_dim=s.attention_head_dim,
+        use_linear_projection=True, cross_attention_dim=s.text_hidden + s.text2_hidden,
+        addition_embed_type="text_time", addition_time_embed_dim=s.addition_time_embed_dim,
+        projection_class_embeddings_input_dim=s.text2_projection + TIME_IDS * s.addition_time_embed_dim,
+        norm_num_groups=s.norm_num_groups,
+    )
+
+
+def _vae(s: RandomSDXLSizes):  # type: ignore[no-untyped-def]
+    from diffusers import AutoencoderKL
+
+    n = len(s.vae_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=s.vae_channels,
+        down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=s.vae_layers_per_block, norm_num_groups=s.norm_num_groups, sample_size=1024,
+        scaling_factor=0.13025,  # SDXL's VAE (SD 1.5's is 0.18215)
+    )
+
+
+def _text_configs(s: RandomSDXLSizes) -> tuple[dict[str, Any], dict[str, Any]]:
+    """config.json of the repo's text_encoder/ (CLIP-L) and text_encoder_2/ (bigG, with its projection)."""
+    return (
+        clip_text_config("CLIPTextModel", s.text_hidden, s.text_intermediate, s.text_layers, s.text_heads,
+                         "quick_gelu", s.text_hidden),
+        clip_text_config("CLIPTextModelWithProjection", s.text2_hidden, s.text2_intermediate, s.text2_layers,
+                         s.text2_heads, "gelu", s.text2_projection),
+    )
+
+
+def write_random_sdxl(folder: Path, bpe: Path, seed: int = 0, sizes: RandomSDXLSizes | None = None) -> Path:
+    """Write the random model as a diffusers folder at ``folder`` (which must not exist).
+
+    ``bpe`` is CLIP's BPE file, from which both tokenizers are built offline (bigG's pads with "!").
+    """
+    from builder.caption.clip_tokenizer import PAD_TOKENS, write_clip_tokenizer
+
+    folder, sizes = Path(folder), sizes or SDXL
+    gen = torch.Generator().manual_seed(seed)
+    folder.mkdir(parents=True)
+    save_random(folder / "unet", lambda: _unet(sizes), gen)
+    save_random(folder / "vae", lambda: _vae(sizes), gen)
+    for sub, config in zip(("text_encoder", "text_encoder_2"), _text_configs(sizes), strict=True):
+        save_text_encoder(folder / sub, config, gen)
+    write_clip_tokenizer(folder / "tokenizer", bpe)
+    write_clip_tokenizer(folder / "tokenizer_2", bpe, PAD_TOKENS[BIGG_CACHE_NAME])
+    write_json(folder / "scheduler" / "scheduler_config.json", SCHEDULER)
+    write_json(folder / COMPLETE, MODEL_INDEX)  # last: a folder with it is complete
+    return folder
+
+
 def random_base_cached(weights_dir: str, seed: int) -> Path | None:
-    return None
+    return cached(random_base_folder(weights_dir, seed))
 
 
 def make_random_base(weights_dir: str, seed: int) -> Path:
-    raise NotImplementedError("the random SDXL base comes in the next commit")
+    """The cached random SDXL folder for ``seed``, generated (once) if absent."""
+    from builder.caption.clip_tokenizer import bpe_file
+
+    return generate_once(random_base_folder(weights_dir, seed), f"{TITLE} (seed {seed})", "7 GB",
+                         lambda tmp: write_random_sdxl(tmp, bpe_file(weights_dir), seed))

@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from builder import families
 from builder.config import Config
 from builder.errors import BuilderError
+from builder.families import resolve_family
 from builder.io import atomic_write_json, atomic_write_text
 from builder.kohya.dataset import KohyaDataset, finalize_dataset
 from builder.kohya.gui import gui_config
 from builder.kohya.presets import load_preset, preset_name
 from builder.kohya.prompts import sample_prompts_text
-from builder.kohya.schema import SCRIPTS, schema
+from builder.kohya.schema import schema
 from builder.kohya.toml import (
     dataset_config,
     dumps,
@@ -23,7 +25,6 @@ from builder.kohya.toml import (
     read_captions,
     training_config,
 )
-from builder.model_family import Family, resolve_family
 
 DATASET_TOML = "dataset_config.toml"
 CONFIG_TOML = "config.toml"
@@ -40,7 +41,7 @@ class KohyaFiles:
     gui_config: Path
     keep_tokens: int
     max_token_length: int
-    family: Family
+    family: str
 
 
 def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = None) -> KohyaFiles:
@@ -87,7 +88,7 @@ def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = No
     )
     atomic_write_text(
         files.config,
-        dumps(train_doc, header=f"{SCRIPTS[family]} --config_file (checked against sd-scripts {commit}).\n"
+        dumps(train_doc, header=f"{families.family(family).SCRIPT} --config_file (checked against sd-scripts {commit}).\n"
               f"Preset: {preset.path.name}. sd-scripts merges these tables into one set of arguments."),
     )
     atomic_write_json(files.gui_config, gui_config(

@@ -5,7 +5,8 @@ in bmaltais/kohya_ss). It is written in the GUI's folder mode (train_data_dir = 
 the repeats read from the folder name) so the Folders tab shows the dataset; arguments the
 GUI has no field for go into its ``additional_parameters`` command-line string.
 
-For SDXL the GUI's ``sdxl`` checkbox is ticked (it then runs sdxl_train_network.py) and the
+Each model family sets its own fields (builder.families: ``GUI_FIELDS``, ``GUI_RENAMES``); for
+SDXL the ``sdxl`` checkbox is ticked (the GUI then runs sdxl_train_network.py) and the
 SDXL-only arguments go to its SDXL fields. It has no network_train_unet_only field: a text
 encoder learning rate of 0 is how it asks for that (lora_gui: unet-only when
 text_encoder_lr == 0 and unet_lr != 0).
@@ -16,17 +17,15 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
+from builder import families
 from builder.kohya.dataset import KohyaDataset
 from builder.kohya.schema import gui_keys
-from builder.model_family import Family
 
 # sd-scripts argument -> GUI field where the names differ.
 RENAMES = {
     "optimizer_type": "optimizer",
     "resolution": "max_resolution",
     "max_train_epochs": "epoch",
-    "cache_text_encoder_outputs": "sdxl_cache_text_encoder_outputs",
-    "no_half_vae": "sdxl_no_half_vae",
 }
 # Expressed by the GUI in its own way (folder mode, LoRA type, attention dropdown).
 HANDLED = {"dataset_config", "network_module", "sdpa", "xformers", "sample_prompts", "max_token_length",
@@ -42,7 +41,7 @@ def gui_config(
     train: dict[str, Any],
     dataset_general: dict[str, Any],
     prompts_text: str,
-    family: Family = "sd15",
+    family: str = "sd15",
     num_processes: int = 1,
     gpu_ids: str = "",
 ) -> dict[str, Any]:
@@ -51,11 +50,13 @@ def gui_config(
     ``num_processes``/``gpu_ids``: the accelerate launch the GUI's Accelerate tab makes.
     """
     known = gui_keys()
+    fam = families.family(family)
+    renames = {**RENAMES, **fam.GUI_RENAMES}
     gui: dict[str, Any] = {
         "LoRA_type": "Standard",  # networks.lora
         "v2": False,
         "v_parameterization": False,
-        "sdxl": family == "sdxl",
+        **fam.GUI_FIELDS,
         "dataset_config": "",
         "train_data_dir": str(ds.image_dir.parent.resolve()),
         "reg_data_dir": str(ds.reg_dir.parent.resolve()) if ds.reg_dir else "",
@@ -73,7 +74,7 @@ def gui_config(
     for key, value in {**dataset_general, **train}.items():
         if key in HANDLED:
             continue
-        name = RENAMES.get(key, key)
+        name = renames.get(key, key)
         if name in known:
             gui[name] = value
         elif isinstance(value, bool):

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder import families
 from builder.config import Config
 from builder.errors import ConfigError
 from builder.kohya.schema import check_train_value, closest, dataset_keys
-from builder.model_family import FAMILIES, NAMES, Family
 
 PRESETS_DIR = Path(__file__).resolve().parents[2] / "kohya_configs"
 
@@ -37,25 +37,21 @@ DERIVED_DATASET_KEYS = frozenset({
 })
 
 
-# sd-scripts' verify_bucket_reso_steps: SD 1.5's train_network.py checks 64, sdxl_train_network.py 32.
-BUCKET_STEP = {"sd15": 64, "sdxl": 32}
-
-
 @dataclass
 class Preset:
     name: str
     path: Path
-    family: Family | None = None  # None: a user's preset that does not say (fits either)
+    family: str | None = None  # None: a user's preset that does not say (fits any family)
     train: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
 
 
-def preset_name(cfg: Config, family: Family) -> str:
-    """kohya.preset, or the family's character preset when it is empty."""
-    return cfg.kohya.preset or f"character_{family}"
+def preset_name(cfg: Config, family: str) -> str:
+    """kohya.preset, or the family's default (character) preset when it is empty."""
+    return cfg.kohya.preset or families.family(family).PRESET
 
 
-def available_presets(family: Family | None = None) -> list[str]:
+def available_presets(family: str | None = None) -> list[str]:
     """Preset names in kohya_configs/ (for one family: those whose name ends in _<family>)."""
     return sorted(p.stem for p in PRESETS_DIR.glob("*.toml") if family is None or p.stem.endswith(f"_{family}"))
 
@@ -76,7 +72,7 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_preset(name: str, family: Family = "sd15") -> Preset:
+def load_preset(name: str, family: str = "sd15") -> Preset:
     """A preset checked against the arguments of ``family``'s training script."""
     path = preset_path(name)
     try:
@@ -89,11 +85,11 @@ def load_preset(name: str, family: Family = "sd15") -> Preset:
             f"{path}: only a family key and [train] and [dataset] tables are allowed, found {sorted(unknown)}"
         )
     declared = data.get("family")
-    if declared is not None and declared not in FAMILIES:
-        raise ConfigError(f"{path}: family = {declared!r}; choose one of {', '.join(FAMILIES)}")
+    if declared is not None and declared not in families.FAMILIES:
+        raise ConfigError(f"{path}: family = {declared!r}; choose one of {', '.join(families.FAMILIES)}")
     if declared is not None and declared != family:
         raise ConfigError(
-            f"{path} is a preset for {NAMES[declared]}, but the model family is {NAMES[family]} "
+            f"{path} is a preset for {families.title(declared)}, but the model family is {families.title(family)} "
             f"(kohya.model_family / the base model); pick a {family} preset ({', '.join(available_presets(family))})"
         )
     preset = Preset(name=path.stem, path=path, family=declared,
@@ -108,13 +104,13 @@ def load_preset(name: str, family: Family = "sd15") -> Preset:
             raise ConfigError(f"{path}: [dataset] {key} is set by the builder; remove it here")
         if key not in allowed:
             raise ConfigError(f"{path}: [dataset] {key} is not a dataset_config [general] key{closest(key, allowed)}")
-    steps = preset.dataset.get("bucket_reso_steps", 64)
-    if steps % BUCKET_STEP[family]:
-        raise ConfigError(f"{path}: bucket_reso_steps = {steps}; {NAMES[family]} needs a multiple of {BUCKET_STEP[family]}")
+    steps, step = preset.dataset.get("bucket_reso_steps", 64), families.family(family).BUCKET_STEP
+    if steps % step:
+        raise ConfigError(f"{path}: bucket_reso_steps = {steps}; {families.title(family)} needs a multiple of {step}")
     return preset
 
 
-def parse_extra_args(cfg: Config, family: Family = "sd15") -> dict[str, Any]:
+def parse_extra_args(cfg: Config, family: str = "sd15") -> dict[str, Any]:
     """``kohya.extra_args`` items ``key=value``; the value is read as TOML (else as a string)."""
     extra: dict[str, Any] = {}
     for item in cfg.kohya.extra_args:

@@ -6,9 +6,9 @@ and ``--h`` size, ``--d`` seed, ``--l`` CFG scale, ``--s`` steps (train_util.lin
 
 from __future__ import annotations
 
+from builder import families
 from builder.config import Config
 from builder.errors import BuilderError
-from builder.model_family import RESOLUTION, Family
 
 SCENES = (
     "close-up portrait photo, looking at the camera, soft natural light",
@@ -26,12 +26,12 @@ def _clean(text: str, what: str) -> str:
     return text
 
 
-def prompt_lines(cfg: Config, family: Family = "sd15") -> list[str]:
+def prompt_lines(cfg: Config, family: str = "sd15") -> list[str]:
     s = cfg.sample
     subject = _clean(f"{cfg.character.trigger} {cfg.character.class_word}", "trigger/class")
     seeds = s.seeds or [0]
     # Multiples of 64 suit both families' latents (SD 1.5 and SDXL: 8 px per latent, 3 downsamplings).
-    size = [max(64, round((v or RESOLUTION[family]) / 64) * 64) for v in (s.width, s.height)]
+    size = [max(64, round((v or families.family(family).RESOLUTION) / 64) * 64) for v in (s.width, s.height)]
     return [
         f"{subject}, {scene} --n {NEGATIVE} --w {size[0]} --h {size[1]} --d {seeds[i % len(seeds)]} "
         f"--l {s.guidance:g} --s {s.steps}"
@@ -39,6 +39,6 @@ def prompt_lines(cfg: Config, family: Family = "sd15") -> list[str]:
     ]
 
 
-def sample_prompts_text(cfg: Config, family: Family = "sd15") -> str:
+def sample_prompts_text(cfg: Config, family: str = "sd15") -> str:
     header = "# sd-scripts sample prompts: --n negative, --w/--h size, --d seed, --l CFG scale, --s steps"
     return "\n".join([header, *prompt_lines(cfg, family)]) + "\n"

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from builder import families
 from builder.errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).with_name("sdscripts_schema.json")
@@ -28,13 +29,12 @@ def dataset_keys(level: str) -> frozenset[str]:
     return frozenset(schema()["dataset_config"][level])
 
 
-SCRIPTS = {"sd15": "train_network.py", "sdxl": "sdxl_train_network.py"}
-
-
 def train_arguments(family: str = "sd15") -> dict[str, dict[str, Any]]:
     """The arguments of the family's training script (SDXL's adds a few to train_network.py's)."""
-    args = schema()["train_network_arguments"]
-    return {**args, **schema()["sdxl_train_network_arguments"]} if family == "sdxl" else args
+    args: dict[str, dict[str, Any]] = {}
+    for section in families.family(family).SCHEMA_SECTIONS:
+        args.update(schema()[section])
+    return args
 
 
 def gui_keys() -> frozenset[str]:
@@ -50,9 +50,10 @@ def check_train_value(key: str, value: Any, origin: str, family: str = "sd15") -
     """One training-script argument as it will sit in config.toml (argparse does not convert it)."""
     args = train_arguments(family)
     if key not in args:
-        only_sdxl = family != "sdxl" and key in train_arguments("sdxl")
-        hint = " (only sdxl_train_network.py has it: kohya.model_family = \"sdxl\")" if only_sdxl else closest(key, set(args))
-        raise ConfigError(f"{origin}: '{key}' is not a {SCRIPTS[family]} argument{hint}")
+        other = next((m for m in families.FAMILIES.values() if key in train_arguments(m.NAME)), None)
+        hint = (f" (only {other.SCRIPT} has it: kohya.model_family = \"{other.NAME}\")" if other is not None
+                else closest(key, set(args)))
+        raise ConfigError(f"{origin}: '{key}' is not a {families.family(family).SCRIPT} argument{hint}")
     spec = args[key]
     if spec["kind"] == "flag":
         if not isinstance(value, bool):

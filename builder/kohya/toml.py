@@ -16,8 +16,8 @@ from typing import Any
 
 from rich.markup import escape
 
+from builder import families
 from builder.caption.clip_tokenizer import (
-    BIGG_CACHE_NAME,
     CLIP_CACHE_NAME,
     ensure_clip_tokenizer,
     tokenizer_cache_root,
@@ -29,8 +29,6 @@ from builder.errors import BuilderError, ConfigError
 from builder.kohya.dataset import KohyaDataset
 from builder.kohya.presets import Preset, parse_extra_args
 from builder.kohya.schema import check_train_value, dataset_keys
-from builder.kohya.sdxl import check_sdxl_args
-from builder.model_family import RESOLUTION, Family
 
 CLIP_CHUNK = 75  # tokens per CLIP window; sd-scripts accepts 150 or 225 as longer limits
 MAX_TOKEN_CHOICES = (75, 150, 225)
@@ -99,25 +97,25 @@ def tokenizer_cache_dir(cfg: Config) -> Path:
     return tokenizer_cache_root(cfg.runtime.weights_dir).resolve()
 
 
-def prepare_tokenizer_cache(cfg: Config, family: Family = "sd15") -> Path:
+def prepare_tokenizer_cache(cfg: Config, family: str = "sd15") -> Path:
     """Fill the default tokenizer_cache_dir so the training script downloads nothing.
 
     A folder the user set is theirs and is left as it is. Without CLIP's BPE file the
     folder stays empty: sd-scripts then downloads the tokenizer once and saves it there.
-    SDXL loads a second tokenizer (bigG's) from the same folder.
+    Each family says which tokenizers its script loads (SDXL: bigG's too).
     """
     folder = tokenizer_cache_dir(cfg)
     if not cfg.kohya.tokenizer_cache_dir:
         try:
-            for name in (CLIP_CACHE_NAME, BIGG_CACHE_NAME) if family == "sdxl" else (CLIP_CACHE_NAME,):
+            for name in families.family(family).TOKENIZERS:
                 ensure_clip_tokenizer(cfg.runtime.weights_dir, name)
         except BuilderError as exc:
             console.print(f"[yellow]{escape(str(exc))}; sd-scripts will download the tokenizer into {folder}[/yellow]")
     return folder
 
 
-def resolution_for(cfg: Config, family: Family) -> int:
-    return cfg.kohya.resolution or RESOLUTION[family]
+def resolution_for(cfg: Config, family: str) -> int:
+    return cfg.kohya.resolution or families.family(family).RESOLUTION
 
 
 # --- captions -> keep_tokens and max_token_length ---
@@ -194,7 +192,7 @@ def max_token_length_for(captions: list[str], cfg: Config) -> int:
 # --- the two documents ---
 
 def dataset_config(
-    ds: KohyaDataset, cfg: Config, preset: Preset, keep_tokens: int, family: Family = "sd15"
+    ds: KohyaDataset, cfg: Config, preset: Preset, keep_tokens: int, family: str = "sd15"
 ) -> dict[str, Any]:
     general: dict[str, Any] = {
         "resolution": resolution_for(cfg, family),
@@ -248,12 +246,12 @@ def training_config(
     dataset_toml: Path,
     prompts_file: Path,
     max_token_length: int,
-    family: Family = "sd15",
+    family: str = "sd15",
     dataset_doc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """config.toml as tables (sd-scripts flattens them); checked key by key against the record.
 
-    ``dataset_doc`` (dataset_config.toml) lets the SDXL rules that span both files be checked.
+    ``dataset_doc`` (dataset_config.toml) lets the family's rules that span both files be checked.
     """
     out = ds.out.resolve()
     k = cfg.kohya
@@ -303,9 +301,7 @@ def training_config(
             "sample_every_n_epochs": k.sample_every_n_epochs,
             "sample_sampler": k.sample_sampler,
         }
-    if family == "sdxl" and k.mixed_precision == "fp16":
-        # SDXL's VAE overflows in fp16 (NaN latents); sd-scripts' docs pair fp16 with no_half_vae.
-        doc["training"]["no_half_vae"] = True
+    doc["training"].update(families.family(family).derived_train_args(cfg))
     doc["preset"] = dict(preset.train)
     extra = parse_extra_args(cfg, family)
     for table in doc.values():
@@ -324,6 +320,5 @@ def training_config(
     flat = flatten(doc)
     for key, value in flat.items():
         check_train_value(key, value, "config.toml", family)
-    if family == "sdxl":
-        check_sdxl_args(flat, dataset_doc or {}, f"config.toml (preset {preset.path.name})")
+    families.family(family).check_train_args(flat, dataset_doc or {}, f"config.toml (preset {preset.path.name})")
     return doc

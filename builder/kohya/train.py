@@ -26,12 +26,11 @@ from typing import IO
 
 from rich.markup import escape
 
+from builder import families
 from builder.config import Config
 from builder.console import console, progress
 from builder.errors import BuilderError, ConfigError
-from builder.kohya.schema import SCRIPTS
-from builder.kohya.sdxl import check_sdxl_args
-from builder.model_family import Family, resolve_family
+from builder.families import resolve_family
 
 # tqdm's bar for the training loop (desc="steps"); "validation steps:" bars are not it.
 STEP_RE = re.compile(r"^steps:\s+\d+%\|.*?\|\s*(\d+)/(\d+)")
@@ -54,7 +53,7 @@ class TrainCommand:
         return f"cd {shlex.quote(str(self.cwd))} && {shlex.join(self.argv)}"
 
 
-def check_sd_scripts(folder: str | Path, family: Family = "sd15") -> Path:
+def check_sd_scripts(folder: str | Path, family: str = "sd15") -> Path:
     if not str(folder):
         raise BuilderError(
             "sd-scripts checkout not given: pass --sd-scripts DIR or set paths.sd_scripts "
@@ -65,8 +64,9 @@ def check_sd_scripts(folder: str | Path, family: Family = "sd15") -> Path:
         raise BuilderError(f"sd-scripts checkout {path} does not exist (paths.sd_scripts / --sd-scripts)")
     if not (path / "train_network.py").is_file():
         raise BuilderError(f"{path} is not an sd-scripts checkout: it has no train_network.py")
-    if not (path / SCRIPTS[family]).is_file():
-        raise BuilderError(f"{path} has no {SCRIPTS[family]}: update sd-scripts (git pull) to train {family} LoRAs")
+    script = families.family(family).SCRIPT
+    if not (path / script).is_file():
+        raise BuilderError(f"{path} has no {script}: update sd-scripts (git pull) to train {family} LoRAs")
     return path
 
 
@@ -156,11 +156,11 @@ def gpu_options(num_processes: int, gpu_ids: str) -> list[str]:
 
 
 def make_command(
-    out: Path, sd_scripts: Path, launch: list[str], family: Family = "sd15", num_processes: int = 1, gpu_ids: str = ""
+    out: Path, sd_scripts: Path, launch: list[str], family: str = "sd15", num_processes: int = 1, gpu_ids: str = ""
 ) -> TrainCommand:
     config = (out / "config.toml").resolve()
     argv = [*launch, *gpu_options(num_processes, gpu_ids), "--num_cpu_threads_per_process", "1",
-            str(sd_scripts / SCRIPTS[family]), "--config_file", str(config)]
+            str(sd_scripts / families.family(family).SCRIPT), "--config_file", str(config)]
     return TrainCommand(argv=argv, cwd=sd_scripts, config=config, log=(out / "log" / "train.log").resolve())
 
 
@@ -275,14 +275,13 @@ def train_lora(out: Path, cfg: Config, write_configs: bool = False, dry_run: boo
     _ok("dataset config", dataset_toml)
     family = resolve_family(cfg.kohya.model_family, flat["pretrained_model_name_or_path"])
     check_sd_scripts(sd_scripts, family)
-    if family == "sdxl":
-        # config.toml may be hand-edited: hold both files to sdxl_train_network.py's rules again.
-        try:
-            dataset_doc = tomllib.loads(dataset_toml.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise BuilderError(f"{dataset_toml}: not valid TOML: {exc}") from None
-        check_sdxl_args(flat, dataset_doc, f"{config} + {dataset_toml.name}")
-    _ok("model family", f"{family} ({SCRIPTS[family]})")
+    # config.toml may be hand-edited: hold both files to the training script's late rules again.
+    try:
+        dataset_doc = tomllib.loads(dataset_toml.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise BuilderError(f"{dataset_toml}: not valid TOML: {exc}") from None
+    families.family(family).check_train_args(flat, dataset_doc, f"{config} + {dataset_toml.name}")
+    _ok("model family", f"{family} ({families.family(family).SCRIPT})")
 
     cmd = make_command(out, sd_scripts, launch, family, cfg.kohya.num_processes, cfg.kohya.gpu_ids)
     console.print(f"[bold]command[/bold] (log: {escape(str(cmd.log))}):")

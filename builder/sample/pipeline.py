@@ -2,10 +2,11 @@
 
 A base model is either one ``.safetensors``/``.ckpt`` file (the way SD 1.5 and SDXL
 checkpoints are shared; loaded with ``from_single_file``) or a diffusers folder
-(``model_index.json``; ``from_pretrained``), SD 1.5 (``StableDiffusionPipeline``) or SDXL
-(``StableDiffusionXLPipeline``) as builder.model_family tells. LoRAs are the files
-sd-scripts writes, in its own key layout (``lora_unet_<module path with _>.lora_down.weight``
-...; text encoders ``lora_te_``, for SDXL ``lora_te1_`` and ``lora_te2_``); diffusers'
+(``model_index.json``; ``from_pretrained``), loaded with the pipeline of its model family
+(builder.families: ``StableDiffusionPipeline`` for SD 1.5, ``StableDiffusionXLPipeline`` for
+SDXL). LoRAs are the files sd-scripts writes, in its own key layout (``lora_unet_<module path
+with _>.lora_down.weight`` ...; text encoders ``lora_te_``, for SDXL ``lora_te1_`` and
+``lora_te2_``; each family maps these names onto its pipeline); diffusers'
 ``load_lora_weights`` converts that layout itself, and each file is checked against the
 loaded UNet and text encoders first so a LoRA for another base model fails with a reason
 instead of being applied to nothing.
@@ -20,20 +21,17 @@ from pathlib import Path
 import diffusers
 import numpy as np
 import torch
-from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
+from diffusers import DiffusionPipeline
 
+from builder import families
 from builder.base_model import check_local
 from builder.config import Config
 from builder.device import model_dtype
 from builder.errors import BuilderError
-from builder.model_family import NAMES, Family, detect_family, resolve_family
+from builder.families import detect_family, resolve_family
 from builder.sample.prompts import SAMPLERS, SamplePrompt
-from builder.sample.sgm_names import sgm_unet_path
 
-Pipeline = StableDiffusionPipeline | StableDiffusionXLPipeline
-PIPELINES: dict[str, type[Pipeline]] = {"sd15": StableDiffusionPipeline, "sdxl": StableDiffusionXLPipeline}
-# from_single_file's default source of the component configs, per family.
-CONFIG_REPOS = {"sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5", "sdxl": "stabilityai/stable-diffusion-xl-base-1.0"}
+Pipeline = DiffusionPipeline  # the family's pipeline class (builder.families: PIPELINE)
 
 SET_BASE_MODEL = (
     "pass --base-model FILE|DIR or set [paths] base_model in the config: an SD 1.5 or SDXL "
@@ -42,13 +40,13 @@ SET_BASE_MODEL = (
 )
 
 
-def single_file_config_help(family: Family) -> str:
+def single_file_config_help(family: str) -> str:
+    fam = families.family(family)
     return (
-        f"from_single_file reads the component configs of the model family (for {NAMES[family]}: "
-        f"{CONFIG_REPOS[family]}, a few kB of JSON and the tokenizers) from the Hugging Face Hub unless "
+        f"from_single_file reads the component configs of the model family (for {fam.TITLE}: "
+        f"{fam.CONFIG_REPO}, a few kB of JSON and the tokenizers) from the Hugging Face Hub unless "
         "[sample] model_config (--model-config) names a local diffusers folder holding them "
-        "(model_index.json, unet/, vae/, text_encoder/, tokenizer/, scheduler/ configs"
-        f"{', text_encoder_2/, tokenizer_2/' if family == 'sdxl' else ''}). With no internet, point "
+        f"(model_index.json, {', '.join(f + '/' for f in fam.CONFIG_FOLDERS)} configs). With no internet, point "
         "--model-config at such a folder, or run once online so the Hugging Face cache keeps them"
     )
 
@@ -80,20 +78,16 @@ def _quiet() -> Iterator[None]:
                 lib.enable_progress_bar()
 
 
-def pipeline_family(path: Path, cfg: Config) -> Family:
+def pipeline_family(path: Path, cfg: Config) -> str:
     """The base model's own family where its files tell; kohya.model_family for a .ckpt."""
     return detect_family(path) or resolve_family(cfg.kohya.model_family, path)
 
 
 def load_pipeline(path: Path, cfg: Config, device: torch.device) -> Pipeline:
     family = pipeline_family(path, cfg)
-    kwargs: dict = {"dtype": model_dtype(device)}
-    if family == "sd15":
-        # safety_checker=None: it replaces flagged images with black ones, and identity scoring
-        # needs the pixels the model actually made; this is the user's own model and prompts.
-        # (SDXL pipelines have no safety checker.)
-        kwargs.update(safety_checker=None, requires_safety_checker=False)
-    cls = PIPELINES[family]
+    fam = families.family(family)
+    kwargs: dict = {"dtype": model_dtype(device), **fam.PIPELINE_KWARGS}
+    cls = getattr(diffusers, fam.PIPELINE)
     with _quiet():
         try:
             if path.is_dir():
@@ -109,7 +103,7 @@ def load_pipeline(path: Path, cfg: Config, device: torch.device) -> Pipeline:
             raise
         except Exception as exc:  # diffusers raises OSError, ValueError, hub errors... for one cause: unusable input
             hint = f". {single_file_config_help(family)}" if path.is_file() else ""
-            raise BuilderError(f"cannot load base model {path} ({NAMES[family]}): {exc}{hint}") from exc
+            raise BuilderError(f"cannot load base model {path} ({fam.TITLE}): {exc}{hint}") from exc
     pipe.set_progress_bar_config(disable=True)  # the sampler draws one rich bar over all renders
     return pipe.to(device)
 
@@ -126,38 +120,6 @@ def _read_lora(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict):
         raise BuilderError(f"LoRA file {path} holds a {type(obj).__name__}, not a state dict")
     return obj
-
-
-def _lora_targets(pipe: Pipeline) -> dict[str, torch.nn.Module]:
-    """kohya's name for every Linear/Conv2d a LoRA may patch: module path, dots as underscores.
-
-    sd-scripts' text-encoder prefixes: ``lora_te_`` for SD 1.5's one, ``lora_te1_`` (CLIP-L)
-    and ``lora_te2_`` (bigG) for SDXL's two (networks/lora.py). An SDXL UNet's modules answer
-    to their SGM path too, the one sd-scripts' SDXL LoRAs carry (builder.sample.sgm_names).
-    """
-    targets: dict[str, torch.nn.Module] = {}
-    roots = [("lora_unet_", pipe.unet)]
-    encoders = [getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)]
-    if encoders[1] is None:
-        roots.append(("lora_te_", encoders[0]))
-    else:
-        roots += [("lora_te1_", encoders[0]), ("lora_te2_", encoders[1])]
-    per_block = pipe.unet.config.layers_per_block
-    sdxl = encoders[1] is not None and isinstance(per_block, int)  # SGM numbering needs one count for all blocks
-    up_has_attention = ["CrossAttn" in t for t in pipe.unet.config.up_block_types]
-    for prefix, root in roots:
-        if root is None:
-            continue
-        for name, module in root.named_modules():
-            if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-                key = name.replace(".", "_")
-                targets[prefix + key] = module
-                if sdxl and prefix == "lora_unet_" and (sgm := sgm_unet_path(name, per_block, up_has_attention)):
-                    targets[prefix + sgm.replace(".", "_")] = module
-                if prefix != "lora_unet_" and not hasattr(root, "text_model"):
-                    # sd-scripts' transformers 4.x nests CLIP under text_model; transformers 5 does not.
-                    targets[prefix + "text_model_" + key] = module
-    return targets
 
 
 def _expected_shapes(module: torch.nn.Module, rank: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -194,13 +156,14 @@ def check_lora(path: Path, pipe: Pipeline) -> int:
             f"LoRA file {path} is not in kohya sd-scripts' key format (lora_unet_*/lora_te_*/lora_te1_*/lora_te2_* with "
             f".lora_down.weight, .lora_up.weight, .alpha); unexpected keys: {_shown(foreign)}"
         )
-    targets = _lora_targets(pipe)
+    family = families.for_pipeline(pipe)
+    targets = family.lora_targets(pipe)
     unknown = [name for name in modules if name not in targets]
     if unknown:
         what = "nothing" if len(unknown) == len(modules) else f"{len(unknown)} of its {len(modules)} modules"
-        base = "SDXL" if hasattr(pipe, "text_encoder_2") else "SD 1.5"
-        lora = "SDXL" if any(n.startswith(("lora_te1_", "lora_te2_")) for n in modules) else (
-            "SD 1.x/2.x" if any(n.startswith("lora_te_") for n in modules) else "another model")
+        base = family.TITLE
+        lora = next((m.LORA_TRAINED_FOR for m in families.FAMILIES.values()
+                     if any(n.startswith(m.LORA_TEXT_PREFIXES) for n in modules)), "another model")
         raise BuilderError(
             f"LoRA file {path} does not match this base model's UNet/text encoders ({what} found, e.g. "
             f"{_shown(unknown)}); it was trained for {lora}, the base model is {base}"

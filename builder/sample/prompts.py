@@ -15,7 +15,7 @@ from pathlib import Path
 
 from builder.config import Config
 from builder.errors import BuilderError
-from builder.model_family import RESOLUTION, resolve_family
+from builder.families import family, resolve_family
 
 # kohya sampler names (train_util.get_my_scheduler) -> diffusers scheduler class and extra config.
 SAMPLERS: dict[str, tuple[str, dict[str, str]]] = {
@@ -64,7 +64,7 @@ def parse_prompt_line(line: str, cfg: Config, origin: str = "prompt") -> SampleP
     if not text:
         raise BuilderError(f"{origin}: the line has options but no prompt text")
     s = cfg.sample
-    native = RESOLUTION[resolve_family(cfg.kohya.model_family, cfg.paths.base_model)]
+    native = family(resolve_family(cfg.kohya.model_family, cfg.paths.base_model)).RESOLUTION
     values: dict[str, object] = {
         "negative": "",
         "width": s.width or native,

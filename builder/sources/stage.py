@@ -86,16 +86,25 @@ def jobs(cfg: Config, n: int) -> list[Job]:
     return out
 
 
+def base_spec(cfg: Config) -> str:
+    """sources.base_model, else RealVisXL V4.0, or with --random-weights the generated random SDXL."""
+    from builder.base_model import random_spec
+
+    if cfg.sources.base_model:
+        return cfg.sources.base_model
+    return random_spec("sdxl") if cfg.runtime.random_weights else DEFAULT_BASE
+
+
 def base_model_path(cfg: Config) -> Path:
     """The SDXL base, from any base-model source (builder.base_model); default RealVisXL V4.0."""
     from builder.base_model import resolve_base_model
-    from builder.model_family import detect_family
+    from builder.families import detect_family, title
 
-    spec = cfg.sources.base_model or DEFAULT_BASE
+    spec = base_spec(cfg)
     resolved = resolve_base_model(spec, cfg)
     family = resolved.family_hint or detect_family(resolved.path)
     if family not in ("sdxl", None):
-        raise BuilderError(f"sources.base_model {spec} is an SD 1.5 model; PhotoMaker V2 needs an SDXL base")
+        raise BuilderError(f"sources.base_model {spec} is an {title(family)} model; PhotoMaker V2 needs an SDXL base")
     return resolved.path
 
 
@@ -107,7 +116,7 @@ def photomaker_origin(cfg: Config) -> str:
 
 def needed_weights(cfg: Config) -> list[str]:
     """Registry names the sources stage reads (the base model is the user's: random weights keep it)."""
-    base = cfg.sources.base_model or DEFAULT_BASE
+    base = base_spec(cfg)
     names = [base] if base in W.REGISTRY else []
     if cfg.runtime.random_weights:
         return names
