@@ -244,7 +244,7 @@ class SourcesConfig:
     seeds: list[int] = field(default_factory=lambda: list(range(1, len(SOURCES_PROMPTS) + 1)))  # one per prompt
     # inference_pmv2.py's negative prompt.
     negative: str = "(asymmetry, worst quality, low quality, illustration, 3d, 2d, painting, cartoons, sketch), open mouth"
-    base_model: str = ""  # SDXL base, any base-model source (see [paths] base_model); empty: realvisxl_v4
+    base_model: str = ""  # SDXL base, any source [paths] base_model takes; empty: realvisxl_v4 (random: random-sdxl)
     model_config: str = ""  # diffusers config folder (or repo id) for a single-file SDXL base; offline: a local folder
     photomaker: str = ""  # photomaker-v2 .bin/.safetensors; empty: the registry's photomaker_v2
     trigger: str = "img"

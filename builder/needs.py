@@ -33,7 +33,7 @@ def needed_for(cfg: Config) -> list[str]:
     """
     tokenizer = ["clip_bpe"] if clip_bpe_needed(cfg) else []
     # A base model named by registry name (or the default one) is fetched like any weight;
-    # random weights without a base model train on a generated random SD 1.5 instead.
+    # random weights without a base model train on their family's generated random base instead.
     data = tokenizer + base_model_names(cfg)
     if cfg.runtime.random_weights:
         return data

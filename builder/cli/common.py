@@ -57,7 +57,7 @@ SHARED_FLAGS: dict[str, dict[str, Any]] = {
     "--base-model": {"dest": "paths.base_model", "metavar": "MODEL",
                      "help": "file or diffusers folder, registry name (launch.py weights), owner/name[@rev][:file] "
                      f"on Hugging Face, civitai:<versionId>, or an https URL ([paths] base_model; default: "
-                     f"{DEFAULT_BASE_MODEL}, or a random SD 1.5 with --random-weights)"},
+                     f"{DEFAULT_BASE_MODEL}, or the model family's random base with --random-weights)"},
     "--base-model-sha256": {"dest": "paths.base_model_sha256", "metavar": "HEX",
                             "help": "expected sha256 of a --base-model https URL download"},
     "--sd-scripts": {"dest": "paths.sd_scripts", "metavar": "DIR",
@@ -68,7 +68,7 @@ SHARED_FLAGS: dict[str, dict[str, Any]] = {
     "--gpus": {"dest": "kohya.num_processes", "type": int, "metavar": "N",
                "help": "train on N GPUs: accelerate launch --multi_gpu --num_processes N ([kohya] num_processes)"},
     "--model-family": {"dest": "kohya.model_family",
-                       "help": "sd15 or sdxl; auto tells it from the base model ([kohya] model_family)"},
+                       "help": "model family (builder/families/); auto tells it from the base model ([kohya] model_family)"},
 }
 
 

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     config_flag(p, "--out", dest="paths.out", metavar="DIR", help="folder for the photos (then: build --source DIR)")
     config_flag(p, "--n", dest="sources.n", type=int, metavar="N", help="photos to generate ([sources] n)")
     config_flag(p, "--base-model", dest="sources.base_model", metavar="PATH",
-                help="SDXL base: any base-model source, as --base-model takes ([sources] base_model; default RealVisXL V4.0)")
+                help="SDXL base: any base-model source, as --base-model takes ([sources] base_model; default RealVisXL V4.0, "
+                "a random SDXL with --random-weights)")
     config_flag(p, "--photomaker", dest="sources.photomaker", metavar="FILE", help="photomaker-v2.bin or .safetensors")
     config_flag(p, "--steps", dest="sources.steps", type=int)
     config_flag(p, "--class-word", dest="character.class_word", help="the class word before the trigger (woman, man, ...)")
