@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import torch
 
 MAX_HEADER = 100 << 20  # the safetensors format's own limit on the header size
+COMPLETE = "model_index.json"  # a diffusers folder's file, written last: a folder with it is a complete one
 
 
 def safetensors_keys(path: Path) -> list[str]:
@@ -47,6 +48,11 @@ def pipeline_class(folder: Path) -> str | None:
     except (OSError, ValueError, AttributeError):
         return None
     return name if isinstance(name, str) else None
+
+
+def cached(folder: Path) -> Path | None:
+    """``folder`` when it is a complete diffusers folder (its model_index.json written), else None."""
+    return folder if (folder / COMPLETE).is_file() else None
 
 
 def kohya_module_names(

@@ -11,19 +11,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from builder.console import console
+from builder.families.common import cached
 from builder.io import atomic_folder
 
-DTYPE = torch.float16  # as the fp16 checkpoints; halves the size of fp32
-COMPLETE = "model_index.json"  # written last: a folder with it is a complete one
+if TYPE_CHECKING:  # torch is imported where a model is made: the family modules stay light to import
+    import torch
+
+DTYPE = "float16"  # as the fp16 checkpoints; halves the size of fp32
 
 
 def fill(model: torch.nn.Module, gen: torch.Generator) -> None:
     """Seeded values that keep activations in range: N(0, 1/fan_in) weights, unit norms, zero biases."""
+    import torch
+
     for name, p in model.named_parameters():
         if p.ndim >= 2:
             fan_in = p[0].numel()
@@ -37,8 +40,10 @@ def fill(model: torch.nn.Module, gen: torch.Generator) -> None:
 
 def empty(build: Callable[[], torch.nn.Module]) -> torch.nn.Module:
     """Build a model straight in fp16 without first allocating it in fp32 (SDXL's UNet is 10 GB fp32)."""
+    import torch
+
     previous = torch.get_default_dtype()
-    torch.set_default_dtype(DTYPE)
+    torch.set_default_dtype(getattr(torch, DTYPE))
     try:
         with torch.device("meta"):
             model = build()
@@ -101,10 +106,6 @@ def save_text_encoder(folder: Path, config: dict[str, Any], gen: torch.Generator
 def write_json(path: Path, data: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2), encoding="utf-8")
-
-
-def cached(folder: Path) -> Path | None:
-    return folder if (folder / COMPLETE).is_file() else None
 
 
 def generate_once(folder: Path, what: str, size: str, write: Callable[[Path], None]) -> Path:

@@ -12,23 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from builder import weights as W
 from builder.caption.clip_tokenizer import CLIP_CACHE_NAME
 from builder.config import Config
 from builder.errors import BuilderError
-from builder.families.common import kohya_module_names, pipeline_class
-from builder.families.random_init import (
-    COMPLETE,
-    cached,
-    clip_text_config,
-    clip_text_model,
-    generate_once,
-    save_random,
-    save_text_encoder,
-    write_json,
-)
+from builder.families import random_init as R
+from builder.families.common import COMPLETE, cached, kohya_module_names, pipeline_class
 
 NAME = "sd15"
 TITLE = "SD 1.5"
@@ -170,12 +159,12 @@ def _vae(s: RandomSDSizes, scaling_factor: float = 0.18215):  # type: ignore[no-
 
 def _text_config(s: RandomSDSizes) -> dict[str, Any]:
     """config.json as the SD 1.5 repo's text_encoder/ has it (CLIP ViT-L/14's text tower)."""
-    return clip_text_config("CLIPTextModel", s.text_hidden, s.text_intermediate, s.text_layers, s.text_heads,
+    return R.clip_text_config("CLIPTextModel", s.text_hidden, s.text_intermediate, s.text_layers, s.text_heads,
                             "quick_gelu", s.text_hidden)
 
 
 def _text_encoder(s: RandomSDSizes):  # type: ignore[no-untyped-def]
-    return clip_text_model(_text_config(s))
+    return R.clip_text_model(_text_config(s))
 
 
 def write_random_sd15(folder: Path, bpe: Path, seed: int = 0, sizes: RandomSDSizes | None = None) -> Path:
@@ -183,17 +172,19 @@ def write_random_sd15(folder: Path, bpe: Path, seed: int = 0, sizes: RandomSDSiz
 
     ``bpe`` is CLIP's BPE file, from which the tokenizer is built offline.
     """
+    import torch
+
     from builder.caption.clip_tokenizer import write_clip_tokenizer
 
     folder, sizes = Path(folder), sizes or SD15
     gen = torch.Generator().manual_seed(seed)
     folder.mkdir(parents=True)
-    save_random(folder / "unet", lambda: _unet(sizes), gen)
-    save_random(folder / "vae", lambda: _vae(sizes), gen)
-    save_text_encoder(folder / "text_encoder", _text_config(sizes), gen)
+    R.save_random(folder / "unet", lambda: _unet(sizes), gen)
+    R.save_random(folder / "vae", lambda: _vae(sizes), gen)
+    R.save_text_encoder(folder / "text_encoder", _text_config(sizes), gen)
     write_clip_tokenizer(folder / "tokenizer", bpe)
-    write_json(folder / "scheduler" / "scheduler_config.json", SCHEDULER)
-    write_json(folder / COMPLETE, MODEL_INDEX)  # last: a folder with it is complete
+    R.write_json(folder / "scheduler" / "scheduler_config.json", SCHEDULER)
+    R.write_json(folder / COMPLETE, MODEL_INDEX)  # last: a folder with it is complete
     return folder
 
 
@@ -205,5 +196,5 @@ def make_random_base(weights_dir: str, seed: int) -> Path:
     """The cached random SD 1.5 folder for ``seed``, generated (once) if absent."""
     from builder.caption.clip_tokenizer import bpe_file
 
-    return generate_once(random_base_folder(weights_dir, seed), f"{TITLE} (seed {seed})", "2 GB",
+    return R.generate_once(random_base_folder(weights_dir, seed), f"{TITLE} (seed {seed})", "2 GB",
                          lambda tmp: write_random_sd15(tmp, bpe_file(weights_dir), seed))

@@ -29,26 +29,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from builder import weights as W
 from builder.caption.clip_tokenizer import BIGG_CACHE_NAME, CLIP_CACHE_NAME
 from builder.config import Config
 from builder.errors import ConfigError
+from builder.families import random_init as R
 from builder.families.common import (
+    COMPLETE,
+    cached,
     check_bucket_steps,
     check_cached_captions,
     kohya_module_names,
     pipeline_class,
-)
-from builder.families.random_init import (
-    COMPLETE,
-    cached,
-    clip_text_config,
-    generate_once,
-    save_random,
-    save_text_encoder,
-    write_json,
 )
 
 NAME = "sdxl"
@@ -273,9 +265,9 @@ def _vae(s: RandomSDXLSizes):  # type: ignore[no-untyped-def]
 def _text_configs(s: RandomSDXLSizes) -> tuple[dict[str, Any], dict[str, Any]]:
     """config.json of the repo's text_encoder/ (CLIP-L) and text_encoder_2/ (bigG, with its projection)."""
     return (
-        clip_text_config("CLIPTextModel", s.text_hidden, s.text_intermediate, s.text_layers, s.text_heads,
+        R.clip_text_config("CLIPTextModel", s.text_hidden, s.text_intermediate, s.text_layers, s.text_heads,
                          "quick_gelu", s.text_hidden),
-        clip_text_config("CLIPTextModelWithProjection", s.text2_hidden, s.text2_intermediate, s.text2_layers,
+        R.clip_text_config("CLIPTextModelWithProjection", s.text2_hidden, s.text2_intermediate, s.text2_layers,
                          s.text2_heads, "gelu", s.text2_projection),
     )
 
@@ -285,19 +277,21 @@ def write_random_sdxl(folder: Path, bpe: Path, seed: int = 0, sizes: RandomSDXLS
 
     ``bpe`` is CLIP's BPE file, from which both tokenizers are built offline (bigG's pads with "!").
     """
+    import torch
+
     from builder.caption.clip_tokenizer import PAD_TOKENS, write_clip_tokenizer
 
     folder, sizes = Path(folder), sizes or SDXL
     gen = torch.Generator().manual_seed(seed)
     folder.mkdir(parents=True)
-    save_random(folder / "unet", lambda: _unet(sizes), gen)
-    save_random(folder / "vae", lambda: _vae(sizes), gen)
+    R.save_random(folder / "unet", lambda: _unet(sizes), gen)
+    R.save_random(folder / "vae", lambda: _vae(sizes), gen)
     for sub, config in zip(("text_encoder", "text_encoder_2"), _text_configs(sizes), strict=True):
-        save_text_encoder(folder / sub, config, gen)
+        R.save_text_encoder(folder / sub, config, gen)
     write_clip_tokenizer(folder / "tokenizer", bpe)
     write_clip_tokenizer(folder / "tokenizer_2", bpe, PAD_TOKENS[BIGG_CACHE_NAME])
-    write_json(folder / "scheduler" / "scheduler_config.json", SCHEDULER)
-    write_json(folder / COMPLETE, MODEL_INDEX)  # last: a folder with it is complete
+    R.write_json(folder / "scheduler" / "scheduler_config.json", SCHEDULER)
+    R.write_json(folder / COMPLETE, MODEL_INDEX)  # last: a folder with it is complete
     return folder
 
 
@@ -309,5 +303,5 @@ def make_random_base(weights_dir: str, seed: int) -> Path:
     """The cached random SDXL folder for ``seed``, generated (once) if absent."""
     from builder.caption.clip_tokenizer import bpe_file
 
-    return generate_once(random_base_folder(weights_dir, seed), f"{TITLE} (seed {seed})", "7 GB",
+    return R.generate_once(random_base_folder(weights_dir, seed), f"{TITLE} (seed {seed})", "7 GB",
                          lambda tmp: write_random_sdxl(tmp, bpe_file(weights_dir), seed))

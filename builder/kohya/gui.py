@@ -41,7 +41,7 @@ def gui_config(
     train: dict[str, Any],
     dataset_general: dict[str, Any],
     prompts_text: str,
-    family: str = "sd15",
+    family: str = families.DEFAULT,
     num_processes: int = 1,
     gpu_ids: str = "",
 ) -> dict[str, Any]:

@@ -72,7 +72,7 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_preset(name: str, family: str = "sd15") -> Preset:
+def load_preset(name: str, family: str = families.DEFAULT) -> Preset:
     """A preset checked against the arguments of ``family``'s training script."""
     path = preset_path(name)
     try:
@@ -110,7 +110,7 @@ def load_preset(name: str, family: str = "sd15") -> Preset:
     return preset
 
 
-def parse_extra_args(cfg: Config, family: str = "sd15") -> dict[str, Any]:
+def parse_extra_args(cfg: Config, family: str = families.DEFAULT) -> dict[str, Any]:
     """``kohya.extra_args`` items ``key=value``; the value is read as TOML (else as a string)."""
     extra: dict[str, Any] = {}
     for item in cfg.kohya.extra_args:

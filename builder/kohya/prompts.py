@@ -26,7 +26,7 @@ def _clean(text: str, what: str) -> str:
     return text
 
 
-def prompt_lines(cfg: Config, family: str = "sd15") -> list[str]:
+def prompt_lines(cfg: Config, family: str = families.DEFAULT) -> list[str]:
     s = cfg.sample
     subject = _clean(f"{cfg.character.trigger} {cfg.character.class_word}", "trigger/class")
     seeds = s.seeds or [0]
@@ -39,6 +39,6 @@ def prompt_lines(cfg: Config, family: str = "sd15") -> list[str]:
     ]
 
 
-def sample_prompts_text(cfg: Config, family: str = "sd15") -> str:
+def sample_prompts_text(cfg: Config, family: str = families.DEFAULT) -> str:
     header = "# sd-scripts sample prompts: --n negative, --w/--h size, --d seed, --l CFG scale, --s steps"
     return "\n".join([header, *prompt_lines(cfg, family)]) + "\n"

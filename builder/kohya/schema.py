@@ -29,7 +29,7 @@ def dataset_keys(level: str) -> frozenset[str]:
     return frozenset(schema()["dataset_config"][level])
 
 
-def train_arguments(family: str = "sd15") -> dict[str, dict[str, Any]]:
+def train_arguments(family: str = families.DEFAULT) -> dict[str, dict[str, Any]]:
     """The arguments of the family's training script (SDXL's adds a few to train_network.py's)."""
     args: dict[str, dict[str, Any]] = {}
     for section in families.family(family).SCHEMA_SECTIONS:
@@ -46,7 +46,7 @@ def closest(name: str, valid: set[str] | frozenset[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-def check_train_value(key: str, value: Any, origin: str, family: str = "sd15") -> None:
+def check_train_value(key: str, value: Any, origin: str, family: str = families.DEFAULT) -> None:
     """One training-script argument as it will sit in config.toml (argparse does not convert it)."""
     args = train_arguments(family)
     if key not in args:

@@ -97,7 +97,7 @@ def tokenizer_cache_dir(cfg: Config) -> Path:
     return tokenizer_cache_root(cfg.runtime.weights_dir).resolve()
 
 
-def prepare_tokenizer_cache(cfg: Config, family: str = "sd15") -> Path:
+def prepare_tokenizer_cache(cfg: Config, family: str = families.DEFAULT) -> Path:
     """Fill the default tokenizer_cache_dir so the training script downloads nothing.
 
     A folder the user set is theirs and is left as it is. Without CLIP's BPE file the
@@ -192,7 +192,7 @@ def max_token_length_for(captions: list[str], cfg: Config) -> int:
 # --- the two documents ---
 
 def dataset_config(
-    ds: KohyaDataset, cfg: Config, preset: Preset, keep_tokens: int, family: str = "sd15"
+    ds: KohyaDataset, cfg: Config, preset: Preset, keep_tokens: int, family: str = families.DEFAULT
 ) -> dict[str, Any]:
     general: dict[str, Any] = {
         "resolution": resolution_for(cfg, family),
@@ -246,7 +246,7 @@ def training_config(
     dataset_toml: Path,
     prompts_file: Path,
     max_token_length: int,
-    family: str = "sd15",
+    family: str = families.DEFAULT,
     dataset_doc: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """config.toml as tables (sd-scripts flattens them); checked key by key against the record.

@@ -53,7 +53,7 @@ class TrainCommand:
         return f"cd {shlex.quote(str(self.cwd))} && {shlex.join(self.argv)}"
 
 
-def check_sd_scripts(folder: str | Path, family: str = "sd15") -> Path:
+def check_sd_scripts(folder: str | Path, family: str = families.DEFAULT) -> Path:
     if not str(folder):
         raise BuilderError(
             "sd-scripts checkout not given: pass --sd-scripts DIR or set paths.sd_scripts "
@@ -156,7 +156,7 @@ def gpu_options(num_processes: int, gpu_ids: str) -> list[str]:
 
 
 def make_command(
-    out: Path, sd_scripts: Path, launch: list[str], family: str = "sd15", num_processes: int = 1, gpu_ids: str = ""
+    out: Path, sd_scripts: Path, launch: list[str], family: str = families.DEFAULT, num_processes: int = 1, gpu_ids: str = ""
 ) -> TrainCommand:
     config = (out / "config.toml").resolve()
     argv = [*launch, *gpu_options(num_processes, gpu_ids), "--num_cpu_threads_per_process", "1",
