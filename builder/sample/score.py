@@ -1,9 +1,12 @@
-"""How much each sample looks like the source face, and which epoch looks most like it.
+"""How much each sample looks like the source face, and how much like the donor.
 
-The judge is the recognition network configured in ``[faces] judge`` (not the swapper's own
-ArcFace), the same one the dataset filter uses, so "similar" means the same thing in the
-dataset and in the samples. The base-model control row shows what a face that is nobody in
-particular scores; an epoch is only worth something above that.
+The judge is ``[faces] report_judge``: a recognizer outside InsightFace's ArcFace family,
+which the swappers and the best-of were steered by, so the sample report is not graded by
+what the pipeline maximised. Each sample face is compared with the source identity (the
+mean of the source photos' embeddings) and with the donor identity (the median of the donor
+photos' own faces): a LoRA that learnt the donor, or a blend, is closer to the donor than a
+LoRA that learnt the new face. The base-model control row shows what a face that is nobody
+in particular scores; an epoch is only worth something above that.
 """
 
 from __future__ import annotations
@@ -20,11 +23,21 @@ from builder.errors import BuilderError, ImageError
 from builder.faces.identity import judge_thresholds
 from builder.io import list_images, load_image
 
+# The donor identity is the median of at most this many donor photos, spread over the folder:
+# enough for a stable median, and seconds rather than minutes on a large donor folder.
+DONOR_PHOTOS = 32
+
 
 @dataclass(frozen=True)
 class FaceScore:
     face_found: bool
-    similarity: float | None  # cosine of the judge embeddings; None where no face was found
+    similarity: float | None  # cosine to the source identity; None where no face was found
+    donor_similarity: float | None = None  # cosine to the donor identity; None without one
+    adherence: float | None = None  # CLIP cosine of the image and its prompt without the trigger
+
+    @property
+    def closer_to_donor(self) -> bool:
+        return self.similarity is not None and self.donor_similarity is not None and self.donor_similarity > self.similarity
 
 
 @dataclass(frozen=True)
@@ -35,17 +48,22 @@ class EpochSummary:
     mean_similarity: float | None  # over the images where a face was found
     share_with_face: float
     share_above_threshold: float  # over all images: no face counts as not above
+    mean_donor_similarity: float | None = None  # over the faces, where a donor identity was there
+    share_closer_to_donor: float | None = None  # over the faces: donor cosine above source cosine
+    mean_adherence: float | None = None  # over all images
+    validation_loss: float | None = None  # sd-scripts' loss/validation/epoch_average, when logged
 
 
 class IdentityScorer:
-    """Detects the largest face in an image and compares its judge embedding with the source identity."""
+    """Detects the largest face in an image and compares its report-judge embedding with the
+    source identity and, where donor photos are configured, the donor identity."""
 
     def __init__(self, cfg: Config) -> None:
         from builder.faces.detect import make_detector
-        from builder.faces.identity import average_identity, make_judge
+        from builder.faces.identity import average_identity, make_report_judge
 
         self.detector = make_detector(cfg)
-        self.judge = make_judge(cfg)
+        self.judge = make_report_judge(cfg)
         self.sources = source_files(cfg)
         vectors = []
         for path in self.sources:
@@ -66,6 +84,7 @@ class IdentityScorer:
             )
         self.identity = average_identity(vectors)
         self.used = len(vectors)
+        self.donor, self.donor_used = donor_identity(cfg, self.detector, self.judge)
 
     def score(self, image_bgr: np.ndarray) -> FaceScore:
         from builder.faces.identity import cosine
@@ -73,7 +92,48 @@ class IdentityScorer:
         faces = self.detector.detect(image_bgr)
         if not faces:
             return FaceScore(face_found=False, similarity=None)
-        return FaceScore(face_found=True, similarity=float(cosine(self.judge.embed(image_bgr, faces[0]), self.identity)))
+        emb = self.judge.embed(image_bgr, faces[0])
+        return FaceScore(
+            face_found=True,
+            similarity=float(cosine(emb, self.identity)),
+            donor_similarity=None if self.donor is None else float(cosine(emb, self.donor)),
+        )
+
+
+def donor_photos(folder: Path, limit: int = DONOR_PHOTOS) -> list[Path]:
+    """At most ``limit`` photos of the donor folder, evenly spread over its sorted listing."""
+    photos = list_images(folder)
+    if len(photos) <= limit:
+        return photos
+    return [photos[round(i * (len(photos) - 1) / (limit - 1))] for i in range(limit)]
+
+
+def donor_identity(cfg: Config, detector, judge) -> tuple[np.ndarray | None, int]:
+    """The median judge embedding of the donor photos' largest faces, and how many photos made it.
+
+    (None, 0) with a warning when ``[paths] donors`` is unset or holds no face: the leakage
+    columns are then left empty rather than guessed.
+    """
+    from builder.faces.identity import median_identity
+
+    folder = Path(cfg.paths.donors).expanduser() if cfg.paths.donors else None
+    if folder is None or not folder.exists():
+        where = f"{folder} does not exist" if folder else "[paths] donors is not set"
+        console.print(f"[yellow]donor leakage not measured: {escape(where)} (pass --donors DIR)[/yellow]")
+        return None, 0
+    vectors = []
+    for path in donor_photos(folder):
+        try:
+            image = load_image(path, cfg.runtime.max_pixels)
+        except ImageError:
+            continue
+        faces = detector.detect(image)
+        if faces:
+            vectors.append(judge.embed(image, faces[0]))
+    if not vectors:
+        console.print(f"[yellow]donor leakage not measured: no face in the donor photos of {escape(str(folder))}[/yellow]")
+        return None, 0
+    return median_identity(vectors), len(vectors)
 
 
 def source_files(cfg: Config) -> list[Path]:
@@ -92,28 +152,32 @@ def source_files(cfg: Config) -> list[Path]:
 
 
 def identity_threshold(cfg: Config) -> float:
-    """[sample] identity_threshold, else the judge's calibrated same-person cosine (as the quality filter uses)."""
+    """[sample] identity_threshold, else the report judge's calibrated same-person cosine
+    (the table the quality filter's thresholds come from)."""
     if cfg.sample.identity_threshold is not None:
         return cfg.sample.identity_threshold
-    return judge_thresholds(cfg.faces.judge, "sample.identity_threshold").same_person
+    return judge_thresholds(cfg.faces.report_judge, "sample.identity_threshold").same_person
 
 
-def summarize(label: str, scores: list[FaceScore], threshold: float) -> EpochSummary:
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def summarize(
+    label: str, scores: list[FaceScore], threshold: float, validation_loss: float | None = None
+) -> EpochSummary:
     n = len(scores)
     sims = [s.similarity for s in scores if s.similarity is not None]
+    donor = [s for s in scores if s.similarity is not None and s.donor_similarity is not None]
     return EpochSummary(
         label=label,
         images=n,
         faces=sum(s.face_found for s in scores),
-        mean_similarity=float(np.mean(sims)) if sims else None,
+        mean_similarity=_mean(sims),
         share_with_face=sum(s.face_found for s in scores) / n if n else 0.0,
         share_above_threshold=sum(v >= threshold for v in sims) / n if n else 0.0,
+        mean_donor_similarity=_mean([s.donor_similarity for s in donor]),  # type: ignore[misc]
+        share_closer_to_donor=sum(s.closer_to_donor for s in donor) / len(donor) if donor else None,
+        mean_adherence=_mean([s.adherence for s in scores if s.adherence is not None]),
+        validation_loss=validation_loss,
     )
-
-
-def best_epoch(summaries: list[EpochSummary]) -> EpochSummary | None:
-    """Highest mean similarity, ties broken by the share above the threshold; None when no epoch has a face."""
-    scored = [s for s in summaries if s.mean_similarity is not None]
-    if not scored:
-        return None
-    return max(scored, key=lambda s: (round(s.mean_similarity or 0.0, 6), s.share_above_threshold))
