@@ -129,6 +129,10 @@ def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
     names = needed_for(cfg)
     if not {"train", "sample"} & set(stages):
         names = [n for n in names if not W.REGISTRY[n].family]
+    if "sample" in stages:
+        from builder.sample.adherence import needed_weights as sample_weights
+
+        names += [n for n in sample_weights(cfg) if n not in names]
     if "sources" in stages:  # after the filter: the sources' SDXL base is needed without training
         from builder.sources.stage import needed_weights
 

@@ -9,6 +9,7 @@ the reference the epochs are read against.
 
 from __future__ import annotations
 
+import pickle
 import re
 from typing import Any, Protocol
 
@@ -81,7 +82,7 @@ class ClipAdherence:
         precision = "fp32" if device == "cpu" else "fp16"
         try:
             model = open_clip.load_openai_model(str(path), precision=precision, device=device)
-        except (RuntimeError, KeyError, ValueError) as exc:
+        except (RuntimeError, KeyError, ValueError, EOFError, pickle.UnpicklingError) as exc:
             raise BuilderError(f"{path} is not a CLIP ViT-B/32 checkpoint: {exc}") from None
         if model.visual.image_size != (224, 224) and model.visual.image_size != 224:
             raise BuilderError(f"{path}: expected ViT-B/32 at 224 px, got image size {model.visual.image_size}")

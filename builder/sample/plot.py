@@ -56,9 +56,12 @@ def _panels(epochs: list[Epoch], summaries: dict[str, EpochSummary], verdict: Be
 
 
 def render_epoch_plot(epochs: list[Epoch], summaries: dict[str, EpochSummary], verdict: BestEpoch) -> str:
-    labels = [e.label for e in epochs if not e.is_control]
+    runs = [e for e in epochs if not e.is_control]
+    labels = [e.label for e in runs]
+    # epoch numbers on the axis where the names carry them: "ohwx-000007" would crowd it
+    ticks = [str(e.number) if e.kind == "epoch" and e.number is not None else e.label for e in runs]
     panels = _panels(epochs, summaries, verdict)
-    height = TOP + len(panels) * (PANEL_H + GAP) + 40
+    height = TOP + len(panels) * (PANEL_H + GAP) + 56
     plot_w = WIDTH - LEFT - RIGHT
     step = plot_w / max(len(labels) - 1, 1)
 
@@ -104,8 +107,9 @@ def render_epoch_plot(epochs: list[Epoch], summaries: dict[str, EpochSummary], v
             out.append(f'<polyline points="{path}" fill="none" stroke="{LINE}" stroke-width="2"/>')
         out.extend(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{LINE}"/>' for x, y in points)
     y_axis = TOP + len(panels) * (PANEL_H + GAP) + 4
-    for i, label in enumerate(labels):
-        out.append(f'<text x="{x_of(i):.1f}" y="{y_axis}" text-anchor="middle" fill="{TEXT}">{escape(label)}</text>')
+    for i, tick in enumerate(ticks):
+        out.append(f'<text x="{x_of(i):.1f}" y="{y_axis}" text-anchor="middle" fill="{TEXT}">{escape(tick)}</text>')
+    out.append(f'<text x="{LEFT + plot_w / 2:.1f}" y="{y_axis + 16}" text-anchor="middle" fill="{TEXT}">epoch</text>')
     out.append("</svg>")
     return "\n".join(out) + "\n"
 

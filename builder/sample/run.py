@@ -82,7 +82,7 @@ def run_samples(
     epochs = [CONTROL, *(epochs_from_files(loras) if loras else find_epochs(out / "model"))]
     base = resolve_base_model(cfg)
     prompts, prompts_from = load_prompts(cfg, out)
-    scorer = IdentityScorer(cfg) if cfg.sample.score else None  # before rendering: fail early, not after an hour
+    scorer = IdentityScorer(cfg, out) if cfg.sample.score else None  # before rendering: fail early, not after an hour
     if scorer is None:
         console.print("[yellow]identity scoring is off ([sample] score = false)[/yellow]")
     elif adherence is None and cfg.sample.adherence:

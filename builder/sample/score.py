@@ -58,7 +58,7 @@ class IdentityScorer:
     """Detects the largest face in an image and compares its report-judge embedding with the
     source identity and, where donor photos are configured, the donor identity."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, out: Path | None = None) -> None:
         from builder.faces.detect import make_detector
         from builder.faces.identity import average_identity, make_report_judge
 
@@ -84,7 +84,7 @@ class IdentityScorer:
             )
         self.identity = average_identity(vectors)
         self.used = len(vectors)
-        self.donor, self.donor_used = donor_identity(cfg, self.detector, self.judge)
+        self.donor, self.donor_used = donor_identity(cfg, self.detector, self.judge, out)
 
     def score(self, image_bgr: np.ndarray) -> FaceScore:
         from builder.faces.identity import cosine
@@ -100,29 +100,45 @@ class IdentityScorer:
         )
 
 
-def donor_photos(folder: Path, limit: int = DONOR_PHOTOS) -> list[Path]:
-    """At most ``limit`` photos of the donor folder, evenly spread over its sorted listing."""
-    photos = list_images(folder)
-    if len(photos) <= limit:
-        return photos
-    return [photos[round(i * (len(photos) - 1) / (limit - 1))] for i in range(limit)]
+def spread(paths: list[Path], limit: int = DONOR_PHOTOS) -> list[Path]:
+    """At most ``limit`` of ``paths``, evenly spread over their sorted order."""
+    paths = sorted(paths)
+    if len(paths) <= limit:
+        return paths
+    return [paths[round(i * (len(paths) - 1) / (limit - 1))] for i in range(limit)]
 
 
-def donor_identity(cfg: Config, detector, judge) -> tuple[np.ndarray | None, int]:
+def donor_photos(cfg: Config, out: Path | None) -> tuple[list[Path], str]:
+    """The donor photos (``[paths] donors``, else those the run's manifest lists), and where from."""
+    if cfg.paths.donors:
+        folder = Path(cfg.paths.donors).expanduser()
+        if not folder.exists():
+            raise BuilderError(f"donor folder {folder} does not exist ([paths] donors / --donors)")
+        return spread(list_images(folder)), str(folder)
+    if out is not None:
+        from builder.io import read_jsonl
+
+        inputs = {Path(r["input"]) for r in read_jsonl(Path(out) / "manifest.jsonl") if r.get("input")}
+        found = [p for p in inputs if p.is_file()]
+        if found:
+            return spread(found), f"the photos {Path(out) / 'manifest.jsonl'} lists"
+    return [], ""
+
+
+def donor_identity(cfg: Config, detector, judge, out: Path | None = None) -> tuple[np.ndarray | None, int]:
     """The median judge embedding of the donor photos' largest faces, and how many photos made it.
 
-    (None, 0) with a warning when ``[paths] donors`` is unset or holds no face: the leakage
+    (None, 0) with a warning when there are no donor photos or none holds a face: the leakage
     columns are then left empty rather than guessed.
     """
     from builder.faces.identity import median_identity
 
-    folder = Path(cfg.paths.donors).expanduser() if cfg.paths.donors else None
-    if folder is None or not folder.exists():
-        where = f"{folder} does not exist" if folder else "[paths] donors is not set"
-        console.print(f"[yellow]donor leakage not measured: {escape(where)} (pass --donors DIR)[/yellow]")
+    paths, origin = donor_photos(cfg, out)
+    if not paths:
+        console.print("[yellow]donor leakage not measured: no donor photos (pass --donors DIR)[/yellow]")
         return None, 0
     vectors = []
-    for path in donor_photos(folder):
+    for path in paths:
         try:
             image = load_image(path, cfg.runtime.max_pixels)
         except ImageError:
@@ -131,7 +147,7 @@ def donor_identity(cfg: Config, detector, judge) -> tuple[np.ndarray | None, int
         if faces:
             vectors.append(judge.embed(image, faces[0]))
     if not vectors:
-        console.print(f"[yellow]donor leakage not measured: no face in the donor photos of {escape(str(folder))}[/yellow]")
+        console.print(f"[yellow]donor leakage not measured: no face in {escape(origin)}[/yellow]")
         return None, 0
     return median_identity(vectors), len(vectors)
 
