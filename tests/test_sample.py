@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -359,7 +360,7 @@ class BackdropAdherence:
     tenth of the image) has the colour the prompt names; 1 for that colour, 0.5 for grey."""
 
     name = "backdrop colour"
-    COLOURS = {"red": (0, 0, 255), "blue": (255, 0, 0)}  # BGR
+    COLOURS: ClassVar[dict[str, tuple[int, int, int]]] = {"red": (0, 0, 255), "blue": (255, 0, 0)}  # BGR
 
     def score(self, image_bgr: np.ndarray, text: str) -> float:
         target = next(np.array(c, np.float64) for word, c in self.COLOURS.items() if word in text)

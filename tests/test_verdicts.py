@@ -310,3 +310,22 @@ def test_clip_adherence_loads_the_registry_file_and_scores_deterministically(tmp
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(BuilderError, match=r"ViT-B-32\.pt is not a CLIP ViT-B/32 checkpoint"):
         ClipAdherence.load(cfg, "cpu")
+
+
+def test_review_samples_tab_gets_the_epoch_plot_and_the_verdict(tmp_path: Path) -> None:
+    import json
+
+    from builder.review.cards import samples_view
+
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    verdict = choose_best([_summary("ohwx-000001", 0.9, closer=0.5)], BASE, 0.25, 0.03)
+    report = {"epochs": [{"label": "ohwx-000001", "share_closer_to_donor": 0.5, "verdict": {"leaking": True}}],
+              "best_epoch": None, "best_epoch_rule": verdict.to_dict()}
+    (samples / "report.json").write_text(json.dumps(report), encoding="utf-8")
+    view = samples_view(tmp_path)
+    assert view["epoch_plot"] is None  # the report without its plot: nothing to show
+    assert view["verdict"] == "no epoch qualifies; the closest is ohwx-000001, which leaks the donor"
+    assert view["epochs"][0]["share_closer_to_donor"] == 0.5 and view["epochs"][0]["verdict"] == {"leaking": True}
+    (samples / "epochs.svg").write_text("<svg/>", encoding="utf-8")
+    assert samples_view(tmp_path)["epoch_plot"] == "/files/samples/epochs.svg"
