@@ -206,6 +206,7 @@ def _score_all(
     seconds = {"identity": 0.0, "adherence": 0.0}
     if scorer is None:
         return {}, None, seconds
+    seconds["donor_identity"] = scorer.donor_seconds
     scores: dict[str, list[FaceScore]] = {e.label: [] for e in epochs}
     with progress() as bar:
         task = bar.add_task("scoring", total=len(jobs), status="")

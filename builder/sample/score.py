@@ -11,6 +11,7 @@ in particular scores; an epoch is only worth something above that.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,9 @@ class IdentityScorer:
             )
         self.identity = average_identity(vectors)
         self.used = len(vectors)
+        start = time.perf_counter()
         self.donor, self.donor_used = donor_identity(cfg, self.detector, self.judge, out)
+        self.donor_seconds = time.perf_counter() - start  # what the leakage scores cost once (bench/)
 
     def score(self, image_bgr: np.ndarray) -> FaceScore:
         from builder.faces.identity import cosine
