@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-PLOT = "samples/epochs.svg"  # written by builder.sample.run
+from builder.sample.plot import PLOT_FILE
+
+PLOT = f"samples/{PLOT_FILE}"
 # Per-epoch numbers of report.json the Samples tab shows beside the identity.
 EPOCH_VERDICT_KEYS = ("mean_donor_similarity", "share_closer_to_donor", "mean_adherence", "validation_loss", "verdict")
 

@@ -19,6 +19,7 @@ from builder.sample.epochs import Epoch
 from builder.sample.score import EpochSummary
 from builder.sample.verdict import BestEpoch
 
+PLOT_FILE = "epochs.svg"  # in samples/; the review page shows it
 WIDTH, PANEL_H, LEFT, RIGHT, TOP, GAP = 640, 130, 70, 20, 28, 36
 LINE, REF, LIMIT, BEST, CLOSEST, TEXT = "#2b6cb0", "#888888", "#c53030", "#2f855a", "#d69e2e", "#222222"
 

@@ -25,7 +25,7 @@ from builder.sample.pipeline import (
     render,
     resolve_base_model,
 )
-from builder.sample.plot import write_epoch_plot
+from builder.sample.plot import PLOT_FILE, write_epoch_plot
 from builder.sample.prompts import SamplePrompt, load_prompts
 from builder.sample.report import (
     ImageRecord,
@@ -138,7 +138,9 @@ def run_samples(
     save(True, summaries, verdict)
     grid = samples / "grid.png"
     write_image(grid, _grid(cfg, epochs, prompts, jobs, records, samples, summaries, best))
-    plot = write_epoch_plot(samples / PLOT, epochs, summaries, verdict) if verdict else None
+    plot = write_epoch_plot(samples / PLOT_FILE, epochs, summaries, verdict) if verdict else None
+    if plot is None:  # unscored: an earlier run's curves would no longer match the report
+        (samples / PLOT_FILE).unlink(missing_ok=True)
     print_table(epochs, summaries, verdict, identity_threshold(cfg))
     console.print(
         f"grid: {escape(str(grid))}\nreport: {escape(str(report_path))}"
@@ -169,9 +171,6 @@ def _render_all(
                     done.add(job.file)
                     save(False)
                     bar.advance(task)
-
-
-PLOT = "epochs.svg"  # samples/epochs.svg: the three curves, shown by the review page
 
 
 def _round(value: float | None) -> float | None:
