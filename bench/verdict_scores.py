@@ -23,9 +23,8 @@ from builder.sample import run_samples
 from builder.sample.adherence import WEIGHT, ClipAdherence
 from builder.sample.pipeline import load_pipeline, resolve_base_model
 from builder.weights import MISSING, state
+from tests.conftest import DATA
 from tests.fixtures.tiny_sd import save_tiny_pipeline, write_kohya_lora
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def main() -> None:
