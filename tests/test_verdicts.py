@@ -78,7 +78,8 @@ def test_rule_names_the_closest_when_no_epoch_qualifies() -> None:
 
 def test_rule_without_faces_or_measurements() -> None:
     none = choose_best([_summary("e1", None), _summary("e2", None)], BASE, 0.25, 0.03)
-    assert none.best is None and none.closest is None and none.sentence.startswith("no epoch's samples show a face")
+    assert none.best is None and none.closest is None
+    assert none.sentence == "no epoch's samples show a face: there is no best epoch"
     # No donor photos, no adherence: only identity is left, and the sentence says what was left out.
     bare = choose_best([_summary("e1", 0.9, None, None), _summary("e2", 0.93, None, None)], None, 0.25, 0.03)
     assert bare.best == "e2" and bare.verdicts["e2"].leaking is None and bare.verdicts["e2"].overfit is None

@@ -77,10 +77,13 @@ def choose_best(
     base_adherence = base.mean_adherence if base is not None else None
     verdicts = {s.label: _judge(s, base_adherence, max_donor_share, adherence_margin) for s in epochs}
     rule = RULE.format(share=max_donor_share, margin=adherence_margin)
+    # Only over epochs with a face: without one there is no leakage to measure, and the
+    # sentence already says there is no face.
+    faced = [verdicts[s.label] for s in epochs if s.mean_similarity is not None]
     unmeasured = []
-    if all(v.leaking is None for v in verdicts.values()):
+    if faced and all(v.leaking is None for v in faced):
         unmeasured.append("donor leakage was not measured")
-    if all(v.overfit is None for v in verdicts.values()):
+    if faced and all(v.overfit is None for v in faced):
         unmeasured.append("prompt adherence was not measured against the base model")
     note = f" ({'; '.join(unmeasured)}, so the rule left it out)" if unmeasured else ""
 
