@@ -8,6 +8,7 @@ per sample, the new scores' seconds per sample (adherence per image, plus the on
 identity and CLIP load spread over the samples) and their share of the stage.
 
     .venv/bin/python -m bench.verdict_scores [--epochs 2] [--seeds 2] [--device cpu]
+    .venv/bin/python -m bench.verdict_scores --random-sd15 --size 256 --steps 10 --epochs 1   # real-size UNet
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from tests.fixtures.tiny_sd import save_tiny_pipeline, write_kohya_lora
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--base-model", default="", help="diffusers folder or file (default: a tiny random SD 1.5)")
+    ap.add_argument("--random-sd15", action="store_true", help="SD 1.5's real sizes, random weights (2 GB, generated)")
     ap.add_argument("--epochs", type=int, default=2, help="LoRA files to sample besides the base model")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--size", type=int, default=64)
@@ -39,7 +41,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         cfg = Config()
-        cfg.paths.base_model = args.base_model or str(save_tiny_pipeline(root / "tiny-sd15"))
+        if args.random_sd15:
+            from builder.families.sd15 import make_random_base
+
+            cfg.paths.base_model = str(make_random_base(str(root / "weights"), 0))
+        else:
+            cfg.paths.base_model = args.base_model or str(save_tiny_pipeline(root / "tiny-sd15"))
         cfg.paths.source = [str(DATA / "source")]
         cfg.paths.donors = str(DATA / "donors")
         cfg.faces.detector = cfg.faces.judge = "dlib"
