@@ -336,14 +336,16 @@ def test_scores_and_best_epoch_on_real_photos(
 
 
 def test_best_epoch_prefers_mean_then_share_above() -> None:
-    from builder.sample.score import FaceScore, best_epoch, summarize
+    from builder.sample.score import FaceScore, summarize
+    from builder.sample.verdict import choose_best
 
     a = summarize("a", [FaceScore(True, 0.5), FaceScore(True, 0.3)], threshold=0.45)
     b = summarize("b", [FaceScore(True, 0.4), FaceScore(True, 0.4)], threshold=0.45)
     c = summarize("c", [FaceScore(False, None)], threshold=0.45)
     assert (a.mean_similarity, a.share_above_threshold) == (pytest.approx(0.4), 0.5)
-    assert best_epoch([b, a, c]).label == "a"  # same mean; a has more images above the threshold
-    assert best_epoch([c]) is None
+    # same mean; a has more images above the threshold (nothing measured leaks or is overfit)
+    assert choose_best([b, a, c], None, 0.25, 0.03).best == "a"
+    assert choose_best([c], None, 0.25, 0.03).best is None
 
 
 def test_identity_threshold_follows_the_report_judge_unless_configured() -> None:
