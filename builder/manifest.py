@@ -46,6 +46,7 @@ class Record:
     quality: dict[str, Any] | None = None  # builder.quality Assessment: scores, combined, reasons
     timings: dict[str, float] = field(default_factory=dict)
     decided_by: str = ""  # BY_SCORES, BY_RANDOM_WEIGHTS or BY_OVERRIDE ("" for a failed photo)
+    dataset: dict[str, Any] | None = None  # builder.dataset plan: role (train, validation, ...), pose bin, reason
     override: dict[str, str] | None = None  # the overrides.json stamp (value, by, at) behind the status
 
     @property
