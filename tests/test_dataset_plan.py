@@ -20,6 +20,7 @@ from builder.kohya.files import write_kohya_files
 from builder.manifest import KEPT, Manifest, Record, result_name
 from builder.quality.decide import assess
 from builder.quality.scores import Scores
+from tests.fixtures.dataset_runs import COMBINATIONS, write_run
 from tests.fixtures.kohya import fake_base_model, tiny_config
 
 YAW, PITCH = [-35.0, -12.0, 12.0, 35.0], [-15.0, 15.0]
@@ -193,3 +194,15 @@ def test_kohya_files_hold_the_validation_dataset_and_dop(tmp_path: Path) -> None
     cfg.kohya.batch_size = 2
     with pytest.raises(ConfigError, match=re.escape("kohya.batch_size = 1")):
         write_kohya_files(tmp_path, cfg)
+
+
+@pytest.mark.parametrize("name", sorted(COMBINATIONS))
+def test_every_dataset_combination_writes_files_the_schema_accepts(tmp_path: Path, name: str) -> None:
+    validation, reg, dop, family = COMBINATIONS[name]
+    files = write_run(tmp_path, validation, reg, dop, family)  # write_kohya_files checks every key
+    doc = tomllib.loads(files.dataset_config.read_text())
+    assert len(doc["datasets"]) == (2 if validation else 1)
+    regs = [s for s in doc["datasets"][0]["subsets"] if s.get("is_reg")]
+    assert len(regs) == int(reg)
+    assert any("custom_attributes" in s for s in regs) == dop
+    assert ("validate_every_n_epochs" in tomllib.loads(files.config.read_text())["training"]) == validation
