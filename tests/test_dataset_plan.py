@@ -206,3 +206,18 @@ def test_every_dataset_combination_writes_files_the_schema_accepts(tmp_path: Pat
     assert len(regs) == int(reg)
     assert any("custom_attributes" in s for s in regs) == dop
     assert ("validate_every_n_epochs" in tomllib.loads(files.config.read_text())["training"]) == validation
+
+
+def test_summary_shows_the_pose_histogram_before_and_after(tmp_path: Path) -> None:
+    from builder.console import console
+    from builder.dataset.summary import print_dataset_summary
+
+    _, plan = settle(tmp_path, tiny_config(), make_run(tmp_path, 20, frontal=14))
+    with console.capture() as cap:
+        print_dataset_summary(plan)
+    raw = cap.get()
+    text = " ".join(raw.split())  # rich wraps at the terminal width
+    assert "capped at 6 photos per bin" in text
+    row = next(line for line in raw.splitlines() if FRONTAL in line)
+    assert [c for c in row.split() if c.isdigit()][-3:] == ["14", "2", "6"]  # kept, held out for validation, training
+    assert "12 training image(s), 2 validation" in text and "2 of 20 photos held out" in text
