@@ -6,6 +6,13 @@ their own with ``validation_split = 1.0``: its training half is empty (split_tra
 ``ceil(n * 0)`` images) and its validation half is every photo. ``validate_every_n_epochs``
 goes into config.toml. The folder sits beside ``img/``, not in it, so the kohya_ss GUI's
 ``train_data_dir`` never trains on it.
+
+The validation subset never gets loss masks (``conditioning_data_dir``): a dataset whose every
+subset has one becomes a ControlNetDataset, whose DreamBooth delegate is always built as a
+training dataset (train_util.py, ``DreamBoothDataset(db_subsets, True, ...)``), so with
+``validation_split = 1.0`` it would hold no image on either side. Unmasked, it stays a
+DreamBoothDataset that splits; with ``masked_loss`` on, apply_masked_loss leaves a batch
+without masks as it is, so the validation loss is the whole image's.
 """
 
 from __future__ import annotations
