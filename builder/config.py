@@ -267,7 +267,7 @@ class DatasetConfig:
     closeups: bool = True
     closeup_below: float = 0.2
     closeup_face_share: float = 0.4  # face box side / close-up side: head and shoulders
-    closeup_max_upscale: float = 1.5  # a close-up needing more enlargement than this is not made
+    closeup_max_upscale: float = 2.0  # a close-up needing more enlargement than this is not made
     closeup_share: float = 0.5  # at most this share of the training images are close-ups
     # Loss masks (sd-scripts masked_loss, conditioning_data_dir): character 1.0, the rest below.
     masks: bool = True

@@ -208,3 +208,25 @@ def test_a_wrong_graph_is_refused(tmp_path):
 
     with pytest.raises(BuilderError, match="not the MODNet"):
         open_session(path, torch.device("cpu"), "MODNet segmenter", [Port("input", (None, 3, None, None))], (None, 1, None, None))
+
+
+def test_a_full_body_photo_gives_a_closeup_with_the_face_where_the_geometry_says(data_dir, dlib_cfg):
+    """A real photo (dlib faces): the face detected again in the close-up sits at the box the
+    geometry predicts from the photo's detection."""
+    from builder.faces.detect import make_detector
+    from builder.io import load_image
+
+    photo = load_image(data_dir / "donors" / "TaylorSwift330.jpeg")
+    detector = make_detector(dlib_cfg)
+    (face,) = detector.detect(photo)
+    plan = closeups.plan_closeup(face.box, photo.shape, 512, DatasetConfig())
+    assert plan.made, plan.reason
+    assert closeups.face_fraction(face.box, photo.shape) < 0.1  # a small face in the frame
+    crop = closeups.cut(photo, plan)
+    found = detector.detect(crop)
+    assert len(found) == 1
+    predicted = align.edge_box_in_crop(face.box, plan.box, 512)
+    side = predicted[2] - predicted[0]
+    assert side / 512 == pytest.approx(DatasetConfig().closeup_face_share, rel=0.02)
+    # dlib's box of the same face moves by a few per cent of its side between two framings
+    np.testing.assert_allclose(found[0].box, predicted, atol=0.06 * side)
