@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from builder import families
 from builder.config import Config
 from builder.console import console, progress
+from builder.dataset import closeups, loss_masks
 from builder.dataset.plan import TRAIN, VALIDATION, DatasetPlan, plan_dataset, write_plan
 from builder.dataset.validation import check_before_work
 from builder.errors import BuilderError, ImageError
+from builder.faces import align
 from builder.faces.detect import make_detector
 from builder.faces.identity import make_judge
 from builder.faces.select import select_donor_face
@@ -39,6 +42,7 @@ from builder.kohya.dataset import CAPTION_EXTENSIONS, instance_dir, kohya_images
 from builder.kohya.validation import validation_dir
 from builder.manifest import (
     BY_OVERRIDE,
+    BY_PARENT,
     BY_RANDOM_WEIGHTS,
     BY_SCORES,
     FAILED,
@@ -60,6 +64,7 @@ from builder.swap.swappers import load_swappers
 
 MANIFEST = "manifest.jsonl"
 RESULTS = "results"
+MASKS = f"{RESULTS}/masks"  # one loss mask per result and close-up, under the image's own name
 SOURCE_REPORT = "source_identity.json"
 
 
@@ -70,6 +75,7 @@ class Models:
     detector: object
     judge: object
     fused: FusedPass
+    segmenter: object | None = None  # the loss masks' person segmenter (dataset.masks)
 
 
 def load_models(cfg: Config) -> Models:
@@ -83,7 +89,12 @@ def load_models(cfg: Config) -> Models:
     # the swapper best-of skips a swap that "did not take" by the quality filter's own threshold
     _, max_donor = identity_thresholds(cfg.quality, cfg.faces.judge)
     fused = FusedPass(swappers, restorers, parser, cfg.swap, judge, max_donor)
-    return Models(make_detector(cfg), judge, fused)
+    segmenter = None
+    if cfg.dataset.masks:
+        from builder.dataset.segmenter import load_segmenter
+
+        segmenter = load_segmenter(cfg)
+    return Models(make_detector(cfg), judge, fused, segmenter)
 
 
 @dataclass
@@ -96,6 +107,7 @@ class Pending:
     face: Face
     donor_face: str
     timings: dict[str, float] = field(default_factory=dict)
+    others: list[Face] = field(default_factory=list)  # the photo's other detected faces (loss masks)
 
 
 @dataclass
@@ -103,7 +115,7 @@ class BuildSummary:
     out: Path
     photos: int
     processed: int  # this run; the rest were already done
-    kept: int
+    kept: int  # photos; close-ups are counted apart
     rejected: int
     failed: int
     image_dir: Path | None
@@ -158,6 +170,7 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
     """Process every donor photo not yet in the manifest, then settle the final selection."""
     start = time.perf_counter()
     out, donors = _check_inputs(cfg)
+    closeups.check_config(cfg.dataset)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -180,8 +193,8 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
         out=out,
         photos=len(photos),
         processed=processed,
-        kept=sum(r.status == KEPT for r in records),
-        rejected=sum(r.status == REJECTED for r in records),
+        kept=sum(r.status == KEPT for r in records if not r.parent),
+        rejected=sum(r.status == REJECTED for r in records if not r.parent),
         failed=sum(r.status == FAILED for r in records),
         image_dir=image_dir,
         source=source,
@@ -223,9 +236,10 @@ def _process(
         def flush() -> None:
             nonlocal processed
             for record in _run_batch(batch, source, cfg, models, out):
-                manifest.add(record)
-                processed += 1
-                bar.update(task, advance=1, status=f"{record.key}: {record.status}")
+                manifest.add(record)  # a photo's close-up comes before it, so a resumed run redoes both
+                if record.parent is None:
+                    processed += 1
+                    bar.update(task, advance=1, status=f"{record.key}: {record.status}")
             batch.clear()
 
         for path, future in _prefetch(todo, lambda p: load_image(p, cfg.runtime.max_pixels), depth=2 * cfg.swap.batch_size):
@@ -251,7 +265,8 @@ def _process(
                 )
                 bar.update(task, advance=1, status=f"{key}: {why}")
                 continue
-            batch.append(Pending(key, path, image, face, why, {"decode": t1 - t0, "detect": t2 - t1}))
+            others = [f for f in faces if f is not face]
+            batch.append(Pending(key, path, image, face, why, {"decode": t1 - t0, "detect": t2 - t1}, others))
             if len(batch) >= cfg.swap.batch_size:
                 flush()
         flush()
@@ -294,6 +309,9 @@ def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models
         scores = score_result(p.image, res.image, p.face, source.judge, models.judge, models.detector)
         quality = assess(name, scores, cfg.quality)
         t1 = time.perf_counter()
+        shaped = _shape_result(p, res, name, quality, source, cfg, models, out)
+        records += shaped.closeups
+        t_shape = time.perf_counter()
         write_image(out / RESULTS / name, res.image)
         t2 = time.perf_counter()
         records.append(
@@ -309,10 +327,106 @@ def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models
                 paste_mask=res.paste_mask,
                 choice=res.choice_dict(),
                 quality=quality.to_dict(),
-                timings={k: round(v, 4) for k, v in {**p.timings, **res.timings, "score": t1 - t0, "write": t2 - t1}.items()},
+                timings={k: round(v, 4) for k, v in {
+                    **p.timings, **res.timings, "score": t1 - t0, **shaped.timings, "write": t2 - t_shape,
+                }.items()},
+                closeup=shaped.closeup,
+                mask=shaped.mask,
+                mask_note=shaped.mask_note,
             )
         )
     return records
+
+
+def training_resolution(cfg: Config) -> int:
+    """The side the family trains at: what "small" and the close-up size are measured against."""
+    return cfg.kohya.resolution or families.family(families.resolve_family(cfg.kohya.model_family, cfg.paths.base_model)).RESOLUTION
+
+
+@dataclass
+class Shaped:
+    """What one result adds to the dataset besides itself: its loss mask and its close-up."""
+
+    closeups: list[Record]
+    closeup: str  # the close-up's key, or why there is none
+    mask: str | None
+    mask_note: str
+    timings: dict[str, float]
+
+
+def _write_mask(
+    out: Path, name: str, image: np.ndarray, face: np.ndarray, character: Face, others: list[np.ndarray],
+    cfg: Config, models: Models, quality: Assessment,
+) -> tuple[str | None, str]:
+    """Segment ``image``, compose its loss mask and write it; a refused mask rejects the image."""
+    assert models.segmenter is not None
+    try:
+        mask = loss_masks.compose_mask(models.segmenter.segment(image), face, character.box, others, cfg.dataset)
+    except loss_masks.MaskRefused as exc:
+        quality.decision.reject(str(exc))
+        return None, str(exc)
+    rel = f"{MASKS}/{name}"
+    write_image(out / rel, mask)
+    return rel, ""
+
+
+def _shape_result(
+    p: Pending, res: FusedResult, name: str, quality: Assessment, source: SourceIdentity, cfg: Config,
+    models: Models, out: Path,
+) -> Shaped:
+    t0 = time.perf_counter()
+    face = others = None
+    mask, note = None, "loss masks are off (dataset.masks)"
+    if models.segmenter is not None:
+        face = loss_masks.face_region(res.image.shape, res.m_ffhq, res.mask)
+        others = [o.box for o in p.others]
+        mask, note = _write_mask(out, name, res.image, face, p.face, others, cfg, models, quality)
+    t1 = time.perf_counter()
+    plan = closeups.plan_closeup(p.face.box, res.image.shape, training_resolution(cfg), cfg.dataset)
+    crops = []
+    if plan.made:
+        crops.append(_closeup_record(p, res, plan, face, others, source, cfg, models, out))
+    timings = {"mask": t1 - t0, "closeup": time.perf_counter() - t1}
+    return Shaped(crops, closeups.closeup_key(p.key) if plan.made else plan.reason, mask, note, timings)
+
+
+def _closeup_record(
+    p: Pending, res: FusedResult, plan: closeups.CloseupPlan, face: np.ndarray | None, others: list[np.ndarray] | None,
+    source: SourceIdentity, cfg: Config, models: Models, out: Path,
+) -> Record:
+    """The close-up as a result of its own: cut from the donor photo and the result alike, scored
+    and filtered like any result, with its own loss mask (the segmenter runs on the crop)."""
+    t0 = time.perf_counter()
+    assert plan.box is not None
+    key = closeups.closeup_key(p.key)
+    name = result_name(key)
+    donor, result = closeups.cut(p.image, plan), closeups.cut(res.image, plan)
+    cface = closeups.face_in_crop(p.face, plan)
+    scores = score_result(donor, result, cface, source.judge, models.judge, models.detector)
+    quality = assess(name, scores, cfg.quality)
+    mask, note = None, "loss masks are off (dataset.masks)"
+    if face is not None and others is not None:
+        m = closeups.crop_matrix(plan)
+        crop_face = align.warp(face, m, plan.size)
+        crop_others = [align.edge_box_in_crop(b, plan.box, plan.size) for b in others]
+        mask, note = _write_mask(out, name, result, crop_face, cface, crop_others, cfg, models, quality)
+    write_image(out / RESULTS / name, result)
+    return Record(
+        key=key,
+        input=str(p.path),
+        status=KEPT if quality.decision.kept else REJECTED,
+        reasons=list(quality.decision.reasons),
+        output=f"{RESULTS}/{name}",
+        face=_face_dict(cface),
+        donor_face=p.donor_face,
+        transforms={"crop": np.round(closeups.crop_matrix(plan), 6).tolist()},
+        quality=quality.to_dict(),
+        timings={"closeup": round(time.perf_counter() - t0, 4)},
+        parent=p.key,
+        crop_box=np.round(plan.box, 2).tolist(),
+        mask=mask,
+        mask_note=note,
+    )
 
 
 def settle(out: Path, cfg: Config, manifest: Manifest) -> tuple[Path | None, DatasetPlan]:
@@ -347,6 +461,7 @@ def settle(out: Path, cfg: Config, manifest: Manifest) -> tuple[Path | None, Dat
         else:
             r.status, r.decided_by = (KEPT if a.decision.kept else REJECTED), BY_SCORES
         r.quality = {**a.to_dict(), "per_photo_reasons": _per_photo_reasons(r)}
+    _settle_closeups(manifest.records, cfg)
     kept = [r for r, _, _ in items if r.status == KEPT]
     plan = plan_dataset(kept, cfg)
     for r, _, _ in items:
@@ -360,6 +475,28 @@ def settle(out: Path, cfg: Config, manifest: Manifest) -> tuple[Path | None, Dat
     }
     _sync_image_folders(out, cfg, folders, captions)
     return next(iter(folders)), plan
+
+
+def _settle_closeups(records: dict[str, Record], cfg: Config) -> None:
+    """A close-up follows its parent out, and at most dataset.closeup_share of the training
+    images are close-ups (the best by combined score stay; a person's keep stays too)."""
+    kept = []
+    for r in records.values():
+        if not r.parent or r.status == FAILED:
+            continue
+        parent = records.get(r.parent)
+        if parent is None or parent.status != KEPT:
+            r.reasons.append(f"{closeups.PARENT_REJECTED} ({r.parent})")
+            r.status, r.decided_by = REJECTED, BY_PARENT
+        elif r.status == KEPT and r.decided_by != BY_OVERRIDE:
+            kept.append(r)
+    photos = sum(r.status == KEPT for r in records.values() if not r.parent)
+    held = sum(r.status == KEPT and r.decided_by == BY_OVERRIDE for r in records.values() if r.parent)
+    room = max(0, closeups.allowed_closeups(photos, cfg.dataset.closeup_share) - held)
+    ranked = sorted(kept, key=lambda r: (-(r.quality or {}).get("combined", 0.0), r.key))
+    for r in ranked[room:]:
+        r.reasons.append(closeups.NOT_IN_SHARE)
+        r.status = REJECTED
 
 
 def _per_photo_reasons(record: Record) -> list[str]:

@@ -273,7 +273,24 @@ VALIDATION_SHARE = 0.1  # [dataset] validation_share when unset
 
 @dataclass
 class DatasetConfig:
-    """How the kept results become the training set (README, dataset)."""
+    """How the training set is shaped from the kept results (README, dataset)."""
+
+    # ---- close-ups and loss masks ----
+    # A kept result whose face is small in the training frame also gives a head-and-shoulders crop,
+    # its own training image at the family's resolution. "Small": the face box's longer side over
+    # the side of the square of the photo's area (what sd-scripts' buckets scale to the resolution).
+    closeups: bool = True
+    closeup_below: float = 0.2
+    closeup_face_share: float = 0.4  # face box side / close-up side: head and shoulders
+    closeup_max_upscale: float = 2.0  # a close-up needing more enlargement than this is not made
+    closeup_share: float = 0.5  # at most this share of the training images are close-ups
+    # Loss masks (sd-scripts masked_loss, conditioning_data_dir): character 1.0, the rest below.
+    masks: bool = True
+    segmenter: Literal["modnet"] = "modnet"  # person segmenter (Apache-2.0), builder.dataset.segmenter
+    mask_background: float = 0.1  # loss weight of the background
+    mask_others: float = 0.0  # loss weight of other people told apart from the character
+    mask_dilate: int = 8  # px the character grows by; at least 8 (sd-scripts applies masks at 1/8)
+    mask_min_person: float = 0.01  # a mask whose character covers less of the image is refused
 
     # --- pose balance, validation split, regularisation (README, dataset: pose balance ...) ---
     # cap: no yaw/pitch bin holds more than pose_max_share of the training photos (the best

@@ -20,7 +20,7 @@ from builder.build import MANIFEST, BuildSummary, run_build
 from builder.caption.recaption import CaptionSummary, recaption
 from builder.config import Config
 from builder.console import console
-from builder.contact_sheet import write_quality_sheets
+from builder.contact_sheet import write_mask_sheet, write_quality_sheets
 from builder.dataset.plan import label as plan_label
 from builder.dataset.summary import print_dataset_summary
 from builder.errors import BuilderError
@@ -252,6 +252,12 @@ def write_sheets(summary: BuildSummary, cfg: Config) -> None:
         if tags:
             made_by[assessment.name] = " | ".join(tags)
     write_quality_sheets(pictures, summary.out, max_pixels=cfg.runtime.max_pixels, made_by=made_by)
+    masked = [
+        (summary.out / r.output, summary.out / r.mask, f"{Path(r.output).name}{' (close-up)' if r.parent else ''}")
+        for r in sorted(summary.records, key=lambda r: r.key)
+        if r.status == KEPT and r.output and r.mask and (summary.out / r.mask).is_file()
+    ]
+    write_mask_sheet(masked, summary.out, max_pixels=cfg.runtime.max_pixels)
 
 
 def chosen_label(choice: dict | None) -> str:
@@ -276,6 +282,27 @@ def print_build_summary(summary: BuildSummary) -> None:
         f"[bold]build[/bold]: {summary.photos} photos ({summary.processed} this run): {escape(tally.describe())}; "
         f"in {summary.seconds:.1f}s"
     )
+    console.print(escape(describe_shaping(summary.records)))
+
+
+def describe_shaping(records: list) -> str:
+    """One line on the close-ups and loss masks: how many, and why photos got none."""
+    from collections import Counter
+
+    from builder.dataset.closeups import CLOSEUP_SUFFIX
+
+    photos = [r for r in records if not r.parent and r.output]
+    why_not = Counter(r.closeup.split(":")[0] for r in photos if r.closeup and not r.closeup.endswith(CLOSEUP_SUFFIX))
+    crops = [r for r in records if r.parent]
+    training = [r for r in records if r.status == KEPT and r.output]
+    masked = sum(1 for r in training if r.mask)
+    refused = sum(1 for r in records if r.mask_note.startswith("mask is all background"))
+    none = "; ".join(f"{n} {why}" for why, n in why_not.most_common()) or "-"
+    return (
+        f"dataset: {sum(r.status == KEPT for r in crops)} close-up(s) kept of {len(crops)} made (none for: {none}); "
+        f"loss masks on {masked} of {len(training)} training images"
+        + (f", {refused} refused as all background" if refused else "")
+    )
 
 
 def print_run_summary(run: RunSummary) -> None:
@@ -291,6 +318,7 @@ def print_run_summary(run: RunSummary) -> None:
         ("generated sources", out / SOURCES_DIR / "contact_sheet.png"),
         ("manifest", out / MANIFEST),
         ("contact sheet", out / "contact_sheet.png"),
+        ("loss masks", out / "contact_sheet_masks.png"),
         ("dataset TOML", run.kohya.dataset_config if run.kohya else None),
         ("training TOML", run.kohya.config if run.kohya else None),
         ("sample grid", out / "samples" / "grid.png"),

@@ -1,1 +1,2 @@
-"""How the kept results become the training set: pose balance, the validation split, regularisation images."""
+"""Shaping the training set from the kept results: close-ups, loss masks, pose balance, the validation
+split, regularisation images (README, dataset)."""

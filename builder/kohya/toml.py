@@ -223,12 +223,27 @@ def dataset_config(
         raise ConfigError(
             "[dataset] diff_output_preservation needs regularisation images: pass --reg DIR or --reg-generate N"
         )
+    add_masks(subsets, ds)  # the training subset only: validation stays unmasked (kohya/validation.py)
     datasets: list[dict[str, Any]] = [{"subsets": subsets}]
     if ds.val_dir is not None:
         datasets.append(validation_dataset(ds.val_dir, ds.class_tokens, cfg.runtime.seed))
     doc = {"general": general, "datasets": datasets}
     check_dataset_config(doc)
     return doc
+
+
+def add_masks(subsets: list[dict[str, Any]], ds: KohyaDataset) -> None:
+    """Each training subset reads its loss masks from the dataset's conditioning_data_dir."""
+    if ds.mask_dir is None:
+        return
+    for subset in subsets:
+        if not subset.get("is_reg") and Path(subset["image_dir"]) == ds.image_dir.resolve():
+            subset["conditioning_data_dir"] = str(ds.mask_dir.resolve())
+
+
+def masked_loss_args(ds: KohyaDataset) -> dict[str, Any]:
+    """config.toml's switch that makes sd-scripts read the masks (and accept conditioning_data_dir)."""
+    return {"masked_loss": True} if ds.mask_dir is not None else {}
 
 
 def check_dataset_config(doc: dict[str, Any]) -> None:
@@ -238,9 +253,14 @@ def check_dataset_config(doc: dict[str, Any]) -> None:
         levels.append(("datasets", {k: v for k, v in ds.items() if k != "subsets"}))
         levels += [("subsets", s) for s in ds.get("subsets", [])]
     for level, table in levels:
-        bad = sorted(set(table) - dataset_keys(level))
+        bad = sorted(set(table) - dataset_keys(level) - ({"conditioning_data_dir"} if level == "subsets" else set()))
         if bad:
             raise BuilderError(f"dataset_config.toml: {bad} not allowed in [{level}] by sd-scripts")
+        if level == "subsets" and "conditioning_data_dir" in table:
+            # a masked subset is one of sd-scripts' ControlNet-style subsets, with their own keys
+            bad = sorted(set(table) - dataset_keys("masked_subsets"))
+            if bad:
+                raise BuilderError(f"dataset_config.toml: {bad} not allowed in a masked subset by sd-scripts")
         if level == "subsets" and "image_dir" not in table:
             raise BuilderError("dataset_config.toml: a subset has no image_dir")
     unknown_top = set(doc) - {"general", "datasets"}
@@ -295,6 +315,7 @@ def training_config(
             "max_train_epochs": k.epochs,
             "mixed_precision": k.mixed_precision,
             "seed": cfg.runtime.seed,
+            **masked_loss_args(ds),
         },
         "saving": {
             "output_dir": str(out / "model"),

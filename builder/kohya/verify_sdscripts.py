@@ -95,6 +95,8 @@ def collect_schema(
             "datasets": sorted(str(k) for k in sanitizer.db_dataset_schema if str(k) != "subsets"),
             "subsets": sorted(map(str, sanitizer.db_subset_schema)),
             "required_subset_keys": ["image_dir"],
+            # with --masked_loss a subset holding conditioning_data_dir is a ControlNet-style one
+            "masked_subsets": sorted(map(str, config_util.ConfigSanitizer(True, True, True, True).cn_subset_schema)),
         },
         "train_network_arguments": dict(sorted(arguments.items())),
         "sdxl_train_network_arguments": dict(sorted(sdxl_only.items())),
