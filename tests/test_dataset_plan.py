@@ -198,14 +198,17 @@ def test_kohya_files_hold_the_validation_dataset_and_dop(tmp_path: Path) -> None
 
 @pytest.mark.parametrize("name", sorted(COMBINATIONS))
 def test_every_dataset_combination_writes_files_the_schema_accepts(tmp_path: Path, name: str) -> None:
-    validation, reg, dop, family = COMBINATIONS[name]
-    files = write_run(tmp_path, validation, reg, dop, family)  # write_kohya_files checks every key
+    validation, reg, dop, family, masks = COMBINATIONS[name]
+    files = write_run(tmp_path, validation, reg, dop, family, masks)  # write_kohya_files checks every key
     doc = tomllib.loads(files.dataset_config.read_text())
+    subsets = [s for d in doc["datasets"] for s in d["subsets"]]
+    assert [("conditioning_data_dir" in s) for s in subsets] == [masks] + [False] * (len(subsets) - 1)
     assert len(doc["datasets"]) == (2 if validation else 1)
     regs = [s for s in doc["datasets"][0]["subsets"] if s.get("is_reg")]
     assert len(regs) == int(reg)
     assert any("custom_attributes" in s for s in regs) == dop
-    assert ("validate_every_n_epochs" in tomllib.loads(files.config.read_text())["training"]) == validation
+    training = tomllib.loads(files.config.read_text())["training"]
+    assert ("validate_every_n_epochs" in training) == validation and training.get("masked_loss", False) == masks
 
 
 def test_summary_shows_the_pose_histogram_before_and_after(tmp_path: Path) -> None:

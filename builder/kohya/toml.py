@@ -239,6 +239,8 @@ def add_masks(subsets: list[dict[str, Any]], ds: KohyaDataset) -> None:
     for subset in subsets:
         if not subset.get("is_reg") and Path(subset["image_dir"]) == ds.image_dir.resolve():
             subset["conditioning_data_dir"] = str(ds.mask_dir.resolve())
+            # sd-scripts' masked (ControlNet-style) subset schema has no class_tokens: it reads captions only
+            subset.pop("class_tokens", None)
 
 
 def masked_loss_args(ds: KohyaDataset) -> dict[str, Any]:
