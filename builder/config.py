@@ -266,6 +266,63 @@ class SourcesConfig:
     min_identity: float | None = None  # judge cosine to the given photos; unset: the judge's calibrated value
 
 
+# Class prompts for --reg-generate: "{class_word}" becomes [character] class_word. Varied
+# framing, light and place, so the class prior the LoRA is held to is not one picture.
+REG_PROMPTS = [
+    "photo of a {class_word}",
+    "close-up portrait photo of a {class_word}, soft light",
+    "photo of a {class_word}, three-quarter view, outdoors",
+    "photo of a {class_word}, profile view, studio lighting",
+    "candid photo of a {class_word}, city street, daylight",
+    "photo of a {class_word} smiling, indoors, warm light",
+    "full body photo of a {class_word}, park",
+    "photo of a {class_word}, looking up, overcast sky",
+]
+VALIDATION_SHARE = 0.1  # [dataset] validation_share when unset
+
+
+@dataclass
+class DatasetConfig:
+    """How the training set is shaped from the kept results (README, dataset)."""
+
+    # ---- close-ups and loss masks ----
+    # A kept result whose face is small in the training frame also gives a head-and-shoulders crop,
+    # its own training image at the family's resolution. "Small": the face box's longer side over
+    # the side of the square of the photo's area (what sd-scripts' buckets scale to the resolution).
+    closeups: bool = True
+    closeup_below: float = 0.2
+    closeup_face_share: float = 0.4  # face box side / close-up side: head and shoulders
+    closeup_max_upscale: float = 2.0  # a close-up needing more enlargement than this is not made
+    closeup_share: float = 0.5  # at most this share of the training images are close-ups
+    # Loss masks (sd-scripts masked_loss, conditioning_data_dir): character 1.0, the rest below.
+    masks: bool = True
+    segmenter: Literal["modnet"] = "modnet"  # person segmenter (Apache-2.0), builder.dataset.segmenter
+    mask_background: float = 0.1  # loss weight of the background
+    mask_others: float = 0.0  # loss weight of other people told apart from the character
+    mask_dilate: int = 8  # px the character grows by; at least 8 (sd-scripts applies masks at 1/8)
+    mask_min_person: float = 0.01  # a mask whose character covers less of the image is refused
+
+    # --- pose balance, validation split, regularisation (README, dataset: pose balance ...) ---
+    # cap: no yaw/pitch bin holds more than pose_max_share of the training photos (the best
+    # scored stay); off: every kept photo trains
+    pose_balance: Literal["cap", "off"] = "cap"
+    pose_yaw_edges: list[float] = field(default_factory=lambda: [-35.0, -12.0, 12.0, 35.0])  # degrees, bin edges
+    pose_pitch_edges: list[float] = field(default_factory=lambda: [-15.0, 15.0])  # degrees, bin edges
+    pose_max_share: float = 0.5
+    validation: bool = True  # hold out photos as sd-scripts' validation dataset, once validation_min_photos are kept
+    validation_share: float | None = None  # of the kept photos; unset: VALIDATION_SHARE (a set share is held to min_train_images)
+    validation_min_photos: int = 10  # fewer kept photos: no validation split
+    validation_min_held: int = 2  # photos held out at least
+    min_train_images: int = 8  # a set validation_share that leaves fewer training photos is an error
+    validate_every_n_epochs: int = 1
+    reg_generate: int = 0  # --reg-generate N: render N class images with the base model into reg/
+    reg_prompts: list[str] = field(default_factory=lambda: list(REG_PROMPTS))
+    reg_seed: int = 1000  # image i gets seed reg_seed + i
+    # sd-scripts' differential output preservation on the reg subset (PR #1710): its target is
+    # the base model's own prediction, so the class keeps its look
+    diff_output_preservation: bool = False
+
+
 @dataclass
 class Config:
     paths: PathsConfig = field(default_factory=PathsConfig)
@@ -278,6 +335,7 @@ class Config:
     kohya: KohyaConfig = field(default_factory=KohyaConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     sources: SourcesConfig = field(default_factory=SourcesConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
 
 
 def _closest(name: str, valid: typing.Iterable[str]) -> str:

@@ -161,3 +161,28 @@ def write_quality_sheets(
         write_contact_sheet(kept, Path(out_dir) / KEPT_SHEET, thumb, max_pixels),
         write_contact_sheet(rejected, Path(out_dir) / REJECTS_SHEET, thumb, max_pixels),
     )
+
+
+MASKS_SHEET = "contact_sheet_masks.png"
+MASK_TINT = np.array([255, 0, 255], np.float32)  # BGR magenta over what the loss weighs down
+
+
+def mask_overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The image as the loss sees it: full weight as it is, lower weights darkened and tinted."""
+    if mask.shape[:2] != image.shape[:2]:
+        raise ValueError(f"mask {mask.shape[:2]} does not match its image {image.shape[:2]}")
+    w = (mask[..., 0] if mask.ndim == 3 else mask).astype(np.float32)[..., None] / 255.0
+    shown = image.astype(np.float32) * (0.3 + 0.7 * w) + MASK_TINT * 0.35 * (1.0 - w)
+    return np.clip(np.rint(shown), 0, 255).astype(np.uint8)
+
+
+def write_mask_sheet(
+    items: list[tuple[Path, Path, str]], out_dir: Path, thumb: int = 256, max_pixels: int = 60_000_000
+) -> Path | None:
+    """``contact_sheet_masks.png``: each (image, mask, label) with its loss mask over it."""
+    pictures: list[tuple[Path | np.ndarray, str]] = []
+    size = fitted_thumb(len(items), thumb)
+    for image, mask, label in items:
+        shown = mask_overlay(load_image(image, max_pixels), load_image(mask, max_pixels))
+        pictures.append((_thumbnail(shown, size), label))  # thumbnails now: a sheet of full photos would not fit memory
+    return write_contact_sheet(pictures, Path(out_dir) / MASKS_SHEET, thumb, max_pixels)

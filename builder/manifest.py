@@ -28,6 +28,7 @@ FAILED = "failed"  # the photo could not be used at all (unreadable, no face, ..
 BY_SCORES = "scores"
 BY_RANDOM_WEIGHTS = "random weights"  # --random-weights kept what the scores rejected (so later stages have data)
 BY_OVERRIDE = "override"  # a person's decision in overrides.json; the stamp is in Record.override
+BY_PARENT = "parent"  # a close-up rejected with the photo it was cut from
 
 
 @dataclass
@@ -46,7 +47,14 @@ class Record:
     quality: dict[str, Any] | None = None  # builder.quality Assessment: scores, combined, reasons
     timings: dict[str, float] = field(default_factory=dict)
     decided_by: str = ""  # BY_SCORES, BY_RANDOM_WEIGHTS or BY_OVERRIDE ("" for a failed photo)
+    dataset: dict[str, Any] | None = None  # builder.dataset plan: role (train, validation, ...), pose bin, reason
     override: dict[str, str] | None = None  # the overrides.json stamp (value, by, at) behind the status
+    # ---- close-ups and loss masks (builder.dataset) ----
+    parent: str | None = None  # a close-up: the key of the photo whose result it was cut from
+    crop_box: list[float] | None = None  # a close-up: its square in the parent's result, x0 y0 x1 y1 px
+    closeup: str = ""  # a photo: its close-up's key, or why it has none
+    mask: str | None = None  # the loss mask, relative to the run folder
+    mask_note: str = ""  # why there is no loss mask
 
     @property
     def scores_kept(self) -> bool:
@@ -75,9 +83,12 @@ class Tally:
     kept_anyway: int  # rejected by the scores, kept by --random-weights
     override_kept: int  # a person kept it (whatever the scores said)
     override_rejected: int
+    closeups: int = 0  # kept close-ups, besides the photos counted above
 
     @classmethod
     def of(cls, records: list[Record]) -> Tally:
+        closeups = sum(r.status == KEPT for r in records if r.parent)
+        records = [r for r in records if not r.parent]
         scored = [r for r in records if r.status != FAILED]
         by = [(r.status, r.decided_by) for r in scored]
         return cls(
@@ -89,6 +100,7 @@ class Tally:
             kept_anyway=sum(s == KEPT and b == BY_RANDOM_WEIGHTS for s, b in by),
             override_kept=sum(s == KEPT and b == BY_OVERRIDE for s, b in by),
             override_rejected=sum(s == REJECTED and b == BY_OVERRIDE for s, b in by),
+            closeups=closeups,
         )
 
     def describe(self) -> str:
@@ -101,6 +113,8 @@ class Tally:
             extra.append(f"kept by a person: {self.override_kept}")
         if self.override_rejected:
             extra.append(f"rejected by a person: {self.override_rejected}")
+        if self.closeups:
+            extra.append(f"plus {self.closeups} close-up(s) of small faces")
         return "; ".join([text, *extra])
 
 

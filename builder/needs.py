@@ -9,6 +9,7 @@ from __future__ import annotations
 from builder import weights as W
 from builder.caption import base as captioners
 from builder.config import Config
+from builder.dataset import segmenter
 from builder.swap import restorers, swappers
 
 
@@ -44,4 +45,5 @@ def needed_for(cfg: Config) -> list[str]:
     if cfg.swap.needs_parser:
         out.append(f"parsing_{cfg.swap.parser}")
     out += captioners.weights(cfg)
+    out += segmenter.weights(cfg)
     return list(dict.fromkeys(out + data))

@@ -263,6 +263,16 @@ _SPECS = [
             ),
         )
     ),
+    # ---- person segmenter for the loss masks (builder.dataset.segmenter) ----
+    # FaceFusion's background_remover model set (3.8.1 core.py): modnet.onnx in models-3.5.0,
+    # licence Apache-2.0 (ZHKKKe/MODNet). Checked against FaceFusion's CRC32 .hash beside it; no
+    # published sha256 or size was found: unknown.
+    WeightSpec(
+        "modnet", "modnet.onnx", f"{_FF_GITHUB}/models-3.5.0/modnet.onnx", None, None,
+        "Apache-2.0 (ZHKKKe/MODNet)", "MODNet portrait matting: the person in the loss masks",
+        subdir="facefusion", mirrors=(f"{_FF_HF}/models-3.5.0/resolve/main/modnet.onnx",),
+        crc32_file="modnet.hash",
+    ),
     # CLIP's BPE merges: the CLIP tokenizer (caption token counts, sd-scripts' tokenizer_cache_dir)
     # is built from it offline (builder.caption.clip_tokenizer). sha256 924691ac...: keras-cv's
     # SimpleTokenizer pins this openai/CLIP URL with it; size 1,356,917 B from a manifest pinning

@@ -50,7 +50,7 @@ def built(tmp_path_factory, data_dir, source_photo):
 def test_build_writes_one_full_size_result_per_face(built):
     _, out, rc, _ = built
     assert rc == 0
-    records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl")}
+    records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl") if not r["parent"]}
     assert set(records) == {*DONORS, f"sub/{DONORS[0]}", "no_face.png", "broken.jpg"}
     with_face = [r for r in records.values() if r["output"]]
     assert len(with_face) == 4
@@ -128,8 +128,62 @@ def test_consistent_donor_face_detects_each_photo_once(built, tmp_path, source_p
     monkeypatch.setattr(detect_dlib.DlibDetector, "detect", lambda self, image: calls.append(1) or original(self, image))
     out = tmp_path / "consistent"
     assert launch.main([*build_args(donors, out, source_photo, clip), "--donor-face", "consistent"]) == 0
-    records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl")}
+    records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl") if not r["parent"]}
+    crops = sum(1 for r in read_jsonl(out / "manifest.jsonl") if r["parent"])
     assert sum(1 for r in records.values() if r["output"]) == 4
     readable = len(records) - 1  # broken.jpg never reaches the detector
-    # one detection per readable donor photo, plus the source photo and one re-detection per result
-    assert len(calls) == readable + 1 + 4
+    # one detection per readable donor photo, plus the source photo and one re-detection per
+    # result and per close-up
+    assert len(calls) == readable + 1 + 4 + crops
+
+
+def test_small_faces_get_closeups_and_every_training_image_a_mask(built):
+    """Close-ups: own records naming parent and crop box, at the training resolution, with the
+    face where the geometry puts it; masks: one per training image, in the TOML's folder."""
+    import tomllib
+
+    from builder.dataset.closeups import closeup_key
+
+    _, out, _, _ = built
+    records = {r["key"]: r for r in read_jsonl(out / "manifest.jsonl")}
+    crops = [r for r in records.values() if r["parent"]]
+    assert crops  # TaylorSwift111 is a small face in a large photo
+    for crop in crops:
+        parent = records[crop["parent"]]
+        assert parent["closeup"] == closeup_key(parent["key"]) == crop["key"]
+        image = load_image(out / crop["output"])
+        assert image.shape == (512, 512, 3)  # SD 1.5's training resolution
+        predicted = align.edge_box_in_crop(np.array(parent["face"]["box"]), np.array(crop["crop_box"]), 512)
+        np.testing.assert_allclose(crop["face"]["box"], predicted, atol=0.01)
+        assert crop["quality"]["scores"]["face_found"] is True  # scored like any result
+    for r in records.values():
+        if not r["parent"] and r["output"] and r["key"] not in {c["parent"] for c in crops}:
+            assert r["closeup"]  # why there is none
+    folder = next((out / "img").iterdir())
+    dataset = tomllib.loads((out / "dataset_config.toml").read_text(encoding="utf-8"))
+    (subset,) = dataset["datasets"][0]["subsets"]
+    masks = Path(subset["conditioning_data_dir"])
+    assert tomllib.loads((out / "config.toml").read_text(encoding="utf-8"))["training"]["masked_loss"] is True
+    assert json.loads((out / "kohya_gui_lora.json").read_text())["masked_loss"] is True
+    images = sorted(p.name for p in folder.glob("*.png"))
+    assert sorted(p.name for p in masks.iterdir()) == images  # sd-scripts refuses a missing or extra mask
+    for name in images:
+        mask = load_image(masks / name)
+        assert mask.shape == load_image(folder / name).shape  # sd-scripts checks the sizes match
+        assert mask.max() == 255 and mask.min() < 255  # the character at 1, the rest below
+    assert (out / "contact_sheet_masks.png").is_file()
+
+
+def test_a_rejected_parent_takes_its_closeup_with_it(built, source_photo, tmp_path):
+    from builder.overrides import set_override
+
+    donors, out, _, clip = built
+    run = tmp_path / "rerun"
+    shutil.copytree(out, run)
+    crop = next(r for r in read_jsonl(run / "manifest.jsonl") if r["parent"])
+    set_override(run, crop["parent"], "status", "rejected", by="test")
+    assert launch.main(build_args(donors, run, source_photo, clip)) == 0
+    records = {r["key"]: r for r in read_jsonl(run / "manifest.jsonl")}
+    assert records[crop["key"]]["status"] == "rejected" and records[crop["key"]]["decided_by"] == "parent"
+    names = {p.name for p in next((run / "img").iterdir()).glob("*.png")}
+    assert Path(crop["output"]).name not in names and Path(records[crop["parent"]]["output"]).name not in names

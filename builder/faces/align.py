@@ -402,3 +402,49 @@ def closeup_box(box: np.ndarray, shape: tuple[int, ...], margin: float = 1.6) ->
     left = min(max(cx - side / 2, 0.0), w - side)
     top = min(max(cy - side / 2, 0.0), h - side)
     return round(left), round(top), round(left + side), round(top + side)
+
+
+# ---- training close-ups (builder.dataset.closeups) ----
+# Boxes here are in edge coordinates, the ones array slicing uses: pixel i spans [i, i + 1], so
+# the whole photo is (0, 0, w, h). Its pixel centres sit at i + 0.5 there, at i in the
+# pixel-centre coordinates of the matrices above.
+
+
+def head_shoulders_box(
+    face_box: np.ndarray, shape: tuple[int, ...], face_share: float, face_y: float = 0.4
+) -> np.ndarray:
+    """Square (x0, y0, x1, y1), float, of a head-and-shoulders crop around a face box.
+
+    Its side is the face box's longer side over ``face_share``, capped at the photo's shorter
+    side; the face centre sits at mid-width and ``face_y`` of the height (room for the
+    shoulders below). The square is shifted, never squashed, to stay inside the photo.
+    """
+    if not 0.0 < face_share <= 1.0:
+        raise ValueError(f"face_share must be in (0, 1], got {face_share}")
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(face_box, dtype=np.float64).ravel()[:4])
+    if not (x1 > x0 and y1 > y0):
+        raise ValueError(f"face box {face_box} is empty")
+    h, w = shape[:2]
+    side = min(max(x1 - x0, y1 - y0) / face_share, float(w), float(h))
+    left = min(max((x0 + x1) / 2 - side / 2, 0.0), w - side)
+    top = min(max((y0 + y1) / 2 - face_y * side, 0.0), h - side)
+    return np.array([left, top, left + side, top + side])
+
+
+def box_to_square_crop(box: np.ndarray, size: int) -> np.ndarray:
+    """Image -> ``size`` crop affine (pixel-centre coordinates) of a square edge-coordinate box:
+    the box's edges land on the crop's edges, so with scale 1 it is exactly the slice."""
+    x0, y0, x1, y1 = (float(v) for v in np.asarray(box, dtype=np.float64).ravel()[:4])
+    if abs((x1 - x0) - (y1 - y0)) > 1e-6 * max(x1 - x0, 1.0) or x1 <= x0:
+        raise ValueError(f"box {box} is not a non-empty square")
+    s = size / (x1 - x0)
+    # crop edge coords = s * (image edge coords - origin); edge = centre + 0.5 on both sides
+    return np.array([[s, 0.0, s * (0.5 - x0) - 0.5], [0.0, s, s * (0.5 - y0) - 0.5]])
+
+
+def edge_box_in_crop(box: np.ndarray, crop_box: np.ndarray, size: int) -> np.ndarray:
+    """An edge-coordinate box of the photo in the edge coordinates of a ``size`` crop of ``crop_box``."""
+    x0, y0, x1, _ = (float(v) for v in np.asarray(crop_box, dtype=np.float64).ravel()[:4])
+    s = size / (x1 - x0)
+    b = np.asarray(box, dtype=np.float64).ravel()[:4]
+    return (b - np.array([x0, y0, x0, y0])) * s

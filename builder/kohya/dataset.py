@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.config import Config
@@ -84,6 +84,10 @@ class KohyaDataset:
     reg_repeats: int
     reg_images: list[Path]
     plan: StepPlan
+    mask_dir: Path | None = None  # conditioning_data_dir of the loss masks (attach_masks); None: no masks
+    mask_note: str = ""  # why the dataset trains without masks
+    val_dir: Path | None = None  # <out>/val/1_<trigger> <class>: sd-scripts' validation dataset (kohya/validation.py)
+    val_images: list[Path] = field(default_factory=list)
 
 
 def check_folder_words(text: str, what: str) -> str:
@@ -212,23 +216,26 @@ def choose_repeats(
     return min(plans, key=lambda p: (abs(p.total_steps - target_steps), p.repeats))
 
 
+def reg_dir(out: Path, cfg: Config) -> Path:
+    """``reg/<reg_repeats>_<class>/``, created, or renamed from another repeat count."""
+    word = check_folder_words(cfg.character.class_word, "character.class_word")
+    reg_root = Path(out) / "reg"
+    folder = _find_tokens_dir(reg_root, word)
+    wanted = reg_root / folder_name(cfg.kohya.reg_repeats, word)
+    if folder is not None and folder != wanted:
+        os.rename(folder, wanted)
+    wanted.mkdir(parents=True, exist_ok=True)
+    return wanted
+
+
 def copy_reg_images(out: Path, cfg: Config) -> Path | None:
     """Copy cfg.paths.reg into ``reg/<reg_repeats>_<class>/`` under safe names (idempotent)."""
     if not cfg.paths.reg:
         return _find_tokens_dir(Path(out) / "reg", check_folder_words(cfg.character.class_word, "character.class_word"))
-    word = check_folder_words(cfg.character.class_word, "character.class_word")
     sources = list_images(Path(cfg.paths.reg))
     if not sources:
         raise BuilderError(f"{cfg.paths.reg}: paths.reg holds no images")
-    reg_root = Path(out) / "reg"
-    folder = _find_tokens_dir(reg_root, word)
-    wanted = reg_root / folder_name(cfg.kohya.reg_repeats, word)
-    if folder is None:
-        folder = wanted
-    elif folder != wanted:
-        os.rename(folder, wanted)
-        folder = wanted
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = reg_dir(out, cfg)
     for i, src in enumerate(sources, start=1):
         ext = src.suffix.lower()
         if ext in KOHYA_IMAGE_EXTENSIONS:
@@ -287,3 +294,63 @@ def finalize_dataset(out: Path, cfg: Config) -> KohyaDataset:
         reg_images=reg_images,
         plan=plan,
     )
+
+
+# ---- loss masks (sd-scripts masked_loss: a conditioning_data_dir per subset) ----
+
+MASK_ROOT = "mask"
+MASK_SOURCE = "results/masks"  # where the build writes each result's mask, under the image's name
+NO_MASKS_WITH_REG = (
+    "sd-scripts' masked subsets (conditioning_data_dir) cannot be regularisation subsets (its schema has no "
+    "is_reg there), so with regularisation images the loss masks are not used"
+)
+
+
+def conditioning_dir(image_dir: Path) -> Path:
+    """``<out>/mask/<img>/<trigger> <class>``: the masks of ``image_dir``'s images. Named without the
+    repeat count, so renaming the image folder for new repeats leaves it where it is."""
+    parsed = parse_folder_name(image_dir.name)
+    tokens = parsed[1] if parsed else image_dir.name
+    return image_dir.parent.parent / MASK_ROOT / image_dir.parent.name / tokens
+
+
+def sync_masks(images: list[Path], source: Path, folder: Path) -> list[Path]:
+    """Make ``folder`` hold exactly one mask per image, under the image's name: sd-scripts stops on
+    a missing mask and on an extra one. Returns the images with no mask in ``source`` (then the
+    folder is emptied, and the dataset trains without masks)."""
+    missing = [p for p in images if not (source / p.name).is_file()]
+    wanted = {} if missing else {p.name: source / p.name for p in images}
+    folder.mkdir(parents=True, exist_ok=True)
+    for existing in kohya_images(folder):
+        if existing.name not in wanted:
+            existing.unlink()
+    for name, src in sorted(wanted.items()):
+        dst = folder / name
+        if not dst.exists() or dst.stat().st_size != src.stat().st_size:
+            atomic_write_bytes(dst, src.read_bytes())
+    return missing
+
+
+def attach_masks(ds: KohyaDataset, cfg: Config) -> KohyaDataset:
+    """The dataset with its loss masks in place (``mask_dir``), or the reason it has none."""
+    folder = conditioning_dir(ds.image_dir)
+    if not cfg.dataset.masks:
+        sync_masks([], ds.out / MASK_SOURCE, folder)
+        ds.mask_dir, ds.mask_note = None, "loss masks are off (dataset.masks)"
+        return ds
+    if ds.reg_dir is not None:
+        sync_masks([], ds.out / MASK_SOURCE, folder)
+        ds.mask_dir, ds.mask_note = None, NO_MASKS_WITH_REG
+        console.print(f"[yellow]{NO_MASKS_WITH_REG}[/yellow]")
+        return ds
+    missing = sync_masks(ds.images, ds.out / MASK_SOURCE, folder)
+    if missing:
+        ds.mask_dir = None
+        ds.mask_note = (
+            f"{len(missing)} of {len(ds.images)} images have no loss mask (e.g. {missing[0].name}, built before "
+            f"masks or with dataset.masks off); sd-scripts needs one per image, so none are used"
+        )
+        console.print(f"[yellow]{ds.mask_note}[/yellow]")
+        return ds
+    ds.mask_dir, ds.mask_note = folder, ""
+    return ds

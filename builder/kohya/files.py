@@ -10,8 +10,8 @@ from builder.config import Config
 from builder.errors import BuilderError
 from builder.families import resolve_family
 from builder.io import atomic_write_json, atomic_write_text
-from builder.kohya.dataset import KohyaDataset, finalize_dataset
-from builder.kohya.gui import gui_config
+from builder.kohya.dataset import KohyaDataset, attach_masks, finalize_dataset
+from builder.kohya.gui import gui_config, masked_gui_fields
 from builder.kohya.presets import load_preset, preset_name
 from builder.kohya.prompts import sample_prompts_text
 from builder.kohya.schema import schema
@@ -25,6 +25,7 @@ from builder.kohya.toml import (
     read_captions,
     training_config,
 )
+from builder.kohya.validation import validation_dir, validation_images
 
 DATASET_TOML = "dataset_config.toml"
 CONFIG_TOML = "config.toml"
@@ -51,7 +52,9 @@ def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = No
     which are what sd-scripts will read.
     """
     out = Path(out)
-    ds = finalize_dataset(out, cfg)
+    ds = attach_masks(finalize_dataset(out, cfg), cfg)
+    ds.val_images = validation_images(out, cfg)
+    ds.val_dir = validation_dir(out, cfg) if ds.val_images else None
     if caption_extension and ds.caption_extension and caption_extension != ds.caption_extension:
         raise BuilderError(
             f"{ds.image_dir}: captions on disk are {ds.caption_extension}, not {caption_extension}"
@@ -91,7 +94,10 @@ def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = No
         dumps(train_doc, header=f"{families.family(family).SCRIPT} --config_file (checked against sd-scripts {commit}).\n"
               f"Preset: {preset.path.name}. sd-scripts merges these tables into one set of arguments."),
     )
-    atomic_write_json(files.gui_config, gui_config(
-        ds, flatten(train_doc), dataset_doc["general"], prompts, family, cfg.kohya.num_processes, cfg.kohya.gpu_ids
-    ))
+    atomic_write_json(files.gui_config, dict(sorted({
+        **gui_config(
+            ds, flatten(train_doc), dataset_doc["general"], prompts, family, cfg.kohya.num_processes, cfg.kohya.gpu_ids
+        ),
+        **masked_gui_fields(ds, files.dataset_config),
+    }.items())))
     return files

@@ -15,6 +15,7 @@ text_encoder_lr == 0 and unet_lr != 0).
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Any
 
 from builder import families
@@ -88,3 +89,11 @@ def gui_config(
         gui["text_encoder_lr"] = 0
     gui["additional_parameters"] = " ".join(extra)
     return dict(sorted(gui.items()))
+
+
+def masked_gui_fields(ds: KohyaDataset, dataset_toml: Path) -> dict[str, Any]:
+    """With loss masks, the GUI trains from dataset_config.toml: its folder mode has no field for
+    the masks' conditioning_data_dir, and masked_loss without masks would train as if unmasked."""
+    if ds.mask_dir is None:
+        return {}
+    return {"masked_loss": True, "dataset_config": str(dataset_toml.resolve())}

@@ -28,7 +28,9 @@ from builder.console import console
 from builder.errors import BuilderError, ConfigError
 from builder.kohya.dataset import KohyaDataset
 from builder.kohya.presets import Preset, parse_extra_args
+from builder.kohya.reg import reg_attributes
 from builder.kohya.schema import check_train_value, dataset_keys
+from builder.kohya.validation import validation_args, validation_dataset
 
 CLIP_CHUNK = 75  # tokens per CLIP window; sd-scripts accepts 150 or 225 as longer limits
 MAX_TOKEN_CHOICES = (75, 150, 225)
@@ -215,10 +217,35 @@ def dataset_config(
             "class_tokens": ds.reg_class_tokens,
             "is_reg": True,
             "keep_tokens": 0,  # reg captions are the class word alone
+            **reg_attributes(cfg, family),
         })
-    doc = {"general": general, "datasets": [{"subsets": subsets}]}
+    elif cfg.dataset.diff_output_preservation:
+        raise ConfigError(
+            "[dataset] diff_output_preservation needs regularisation images: pass --reg DIR or --reg-generate N"
+        )
+    add_masks(subsets, ds)  # the training subset only: validation stays unmasked (kohya/validation.py)
+    datasets: list[dict[str, Any]] = [{"subsets": subsets}]
+    if ds.val_dir is not None:
+        datasets.append(validation_dataset(ds.val_dir, ds.class_tokens, cfg.runtime.seed))
+    doc = {"general": general, "datasets": datasets}
     check_dataset_config(doc)
     return doc
+
+
+def add_masks(subsets: list[dict[str, Any]], ds: KohyaDataset) -> None:
+    """Each training subset reads its loss masks from the dataset's conditioning_data_dir."""
+    if ds.mask_dir is None:
+        return
+    for subset in subsets:
+        if not subset.get("is_reg") and Path(subset["image_dir"]) == ds.image_dir.resolve():
+            subset["conditioning_data_dir"] = str(ds.mask_dir.resolve())
+            # sd-scripts' masked (ControlNet-style) subset schema has no class_tokens: it reads captions only
+            subset.pop("class_tokens", None)
+
+
+def masked_loss_args(ds: KohyaDataset) -> dict[str, Any]:
+    """config.toml's switch that makes sd-scripts read the masks (and accept conditioning_data_dir)."""
+    return {"masked_loss": True} if ds.mask_dir is not None else {}
 
 
 def check_dataset_config(doc: dict[str, Any]) -> None:
@@ -228,9 +255,14 @@ def check_dataset_config(doc: dict[str, Any]) -> None:
         levels.append(("datasets", {k: v for k, v in ds.items() if k != "subsets"}))
         levels += [("subsets", s) for s in ds.get("subsets", [])]
     for level, table in levels:
-        bad = sorted(set(table) - dataset_keys(level))
+        bad = sorted(set(table) - dataset_keys(level) - ({"conditioning_data_dir"} if level == "subsets" else set()))
         if bad:
             raise BuilderError(f"dataset_config.toml: {bad} not allowed in [{level}] by sd-scripts")
+        if level == "subsets" and "conditioning_data_dir" in table:
+            # a masked subset is one of sd-scripts' ControlNet-style subsets, with their own keys
+            bad = sorted(set(table) - dataset_keys("masked_subsets"))
+            if bad:
+                raise BuilderError(f"dataset_config.toml: {bad} not allowed in a masked subset by sd-scripts")
         if level == "subsets" and "image_dir" not in table:
             raise BuilderError("dataset_config.toml: a subset has no image_dir")
     unknown_top = set(doc) - {"general", "datasets"}
@@ -285,6 +317,7 @@ def training_config(
             "max_train_epochs": k.epochs,
             "mixed_precision": k.mixed_precision,
             "seed": cfg.runtime.seed,
+            **masked_loss_args(ds),
         },
         "saving": {
             "output_dir": str(out / "model"),
@@ -302,6 +335,8 @@ def training_config(
             "sample_sampler": k.sample_sampler,
         }
     doc["training"].update(families.family(family).derived_train_args(cfg))
+    if ds.val_dir is not None:
+        doc["training"].update(validation_args(cfg))
     doc["preset"] = dict(preset.train)
     extra = parse_extra_args(cfg, family)
     for table in doc.values():
