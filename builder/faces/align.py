@@ -109,6 +109,13 @@ _BORDERS = {
 }
 
 
+# What every swap crop holds where it reaches past the photo (tests/test_align.py, README): the
+# edge pixel repeated, as FaceFusion's warp_face_by_face_landmark_5 does. Black (insightface,
+# GHOST) puts a hard bar into the swapper's view of the face; on edge-touching faces replicate
+# kept the judge's identity and the pasted seam closest to the uncut photo's (bench/swap_border.py).
+SWAP_BORDER: Border = "replicate"
+
+
 def arcface_template(size: int = 112) -> np.ndarray:
     """The arcface template for a ``size`` crop, exactly as modern insightface's estimate_norm builds it."""
     if size % 112 == 0:

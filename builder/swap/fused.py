@@ -160,7 +160,9 @@ class FusedPass:
         m_swaps: dict[str, list[np.ndarray]] = {}
         for swapper in self.swappers:
             m_swap = [swapper.alignment(j.face.kps) for j in jobs]
-            crops = np.stack([align.warp(j.image, m, swapper.crop_size) for j, m in zip(jobs, m_swap, strict=True)])
+            crops = np.stack(
+                [align.warp(j.image, m, swapper.crop_size, border=align.SWAP_BORDER) for j, m in zip(jobs, m_swap, strict=True)]
+            )
             start = tick("warp", start)
             swapped[swapper.name], m_swaps[swapper.name] = swapper.swap(crops, source.vectors[swapper.name]), m_swap
             start = tick("swap", start)
