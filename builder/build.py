@@ -330,7 +330,11 @@ def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models
                 output=f"{RESULTS}/{name}",
                 face=_face_dict(p.face),
                 donor_face=p.donor_face,
-                transforms={"swap": np.round(res.m_swap, 6).tolist(), "ffhq": np.round(res.m_ffhq, 6).tolist()},
+                transforms={
+                    "swap": np.round(res.m_swap, 6).tolist(),
+                    "ffhq": np.round(res.m_ffhq, 6).tolist(),
+                    "restore": np.round(res.m_restore, 6).tolist(),
+                },
                 paste_mask=res.paste_mask,
                 choice=res.choice_dict(),
                 quality=quality.to_dict(),

@@ -85,7 +85,8 @@ class SwapConfig:
     mouth_dilate: int = 9  # px in the 512 crop
     mouth_feather: int = 11  # px in the 512 crop
     restorer: Literal[
-        "codeformer", "gfpgan", "gpen_bfr_512", "restoreformer++", "restoreformer", "none", "best"
+        "codeformer", "gfpgan", "gpen_bfr_512", "restoreformer++", "restoreformer", "restoreformer_ckpt", "none",
+        "best",
     ] = "codeformer"
     # "best" restores each face with every candidate spec ("name" or "name:key=value") and keeps
     # the one the judge finds closest to the source (ties: the sharper)

@@ -166,6 +166,16 @@ _SPECS = [
         None, None, "Apache-2.0 (TencentARC/GFPGAN, wzhouxiff/RestoreFormer)",
         "RestoreFormer face restorer (GFPGAN's release)", subdir="restoreformer", optional=True,
     ),
+    # URL: RestoreFormerPlusPlus inference.py (-v RestoreFormer) and gradio_demo/app.py. Size
+    # 290,861,237 B and sha256 4a193c71...: a public model manifest that pins this release URL
+    # (no upstream checksum). Not known to equal GFPGAN's RestoreFormer.pth: its own entry.
+    WeightSpec(
+        "restoreformer_ckpt", "RestoreFormer.ckpt",
+        "https://github.com/wzhouxiff/RestoreFormerPlusPlus/releases/download/v1.0.0/RestoreFormer.ckpt",
+        290_861_237, "4a193c716bc27cc0533d1b9307100c671e7b584ffa3ba6648182fea4b3228dff",
+        "Apache-2.0 (wzhouxiff/RestoreFormerPlusPlus)",
+        "RestoreFormer face restorer (RestoreFormer++ repo's release)", subdir="restoreformer", optional=True,
+    ),
     # URLs: facexlib/parsing/__init__.py. sha256: the AUR python-facexlib PKGBUILD (which
     # pairs each release URL with its sha256); sizes: a model-info manifest listing those hashes.
     WeightSpec(

@@ -77,6 +77,7 @@ class SourceRestorer:
     """"Restores" to the source photo's FFHQ crop."""
 
     name = "source"
+    template = "ffhq"
 
     def __init__(self, source: np.ndarray, kps: np.ndarray):
         self.crop = align.warp(source, align.estimate_ffhq(kps, FFHQ_SIZE), FFHQ_SIZE, border="reflect")
@@ -87,6 +88,7 @@ class SourceRestorer:
 
 class BlurRestorer:
     name = "blur"
+    template = "ffhq"
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
         return np.stack([cv2.GaussianBlur(c, (0, 0), 6) for c in crops])
@@ -127,6 +129,35 @@ def test_restorer_best_prefers_the_source_face_and_breaks_ties_by_sharpness(scen
     res = fused.run([FaceJob(donor, donor_face)], identity)[0]
     c = res.choices["restorer"]
     assert res.restorer == c.chosen == max(c.candidates, key=lambda k: c.candidates[k].source_similarity)
+
+
+class GPENSourceRestorer:
+    """"Restores" to the source photo's crop in GPEN's template."""
+
+    name = "source_gpen"
+    template = "gpen"
+
+    def __init__(self, source: np.ndarray, kps: np.ndarray):
+        self.crop = align.warp(source, align.restorer_alignment(kps, "gpen"), FFHQ_SIZE, border="reflect")
+
+    def restore(self, crops: np.ndarray) -> np.ndarray:
+        return np.stack([self.crop] * len(crops))
+
+
+def test_restorer_best_judges_a_gpen_crop_in_the_ffhq_crop_and_pastes_it_from_its_own(scene) -> None:
+    donor, donor_face, source, source_face, judge, identity = scene
+    gpen = GPENSourceRestorer(source, source_face.kps)
+    fused = FusedPass(IdentitySwapper(), [IdentityRestorer(), gpen], None, PLAIN, judge)
+    res = fused.run([FaceJob(donor, donor_face)], identity)[0]
+    assert res.restorer == "source_gpen"
+    np.testing.assert_array_equal(res.restored_crop, gpen.crop)
+    np.testing.assert_allclose(res.m_restore, align.restorer_alignment(donor_face.kps, "gpen"), atol=1e-9)
+    # scored in the FFHQ crop: as the same face made there (SourceRestorer) scores, within resampling
+    ffhq = FusedPass(IdentitySwapper(), [IdentityRestorer(), SourceRestorer(source, source_face.kps)], None, PLAIN, judge)
+    ref = ffhq.run([FaceJob(donor, donor_face)], identity)[0].choices["restorer"].candidates["source"]
+    got = res.choices["restorer"].candidates["source_gpen"]
+    assert abs(got.source_similarity - ref.source_similarity) < 0.02
+    assert got.source_similarity > res.choices["restorer"].candidates["identity"].source_similarity + 0.05
 
 
 def test_best_needs_a_judge() -> None:
