@@ -373,3 +373,211 @@ def iter_spec(variant: str, sizes: FluxSizes) -> Iterator[tuple[str, Spec]]:
     if variant != "chroma":
         yield CLIP_FILE, clip_spec(sizes)
     yield T5_FILE, t5_spec(sizes)
+
+
+# ---- finding the files of a base ----------------------------------------------------------------
+# Each file is told by a tensor only it has, so a folder of renamed files (flux1-dev-fp8...) works too.
+TOLD_BY_KEY = {
+    "transformer": "double_blocks.0.img_attn.qkv.weight",
+    "ae": "decoder.conv_in.weight",
+    "clip_l": "text_model.final_layer_norm.weight",
+    "t5xxl": "encoder.block.0.layer.0.SelfAttention.q.weight",
+}
+
+
+@dataclass(frozen=True)
+class FluxFiles:
+    """The single files of one FLUX or Chroma base; ``clip_l`` is None for Chroma."""
+
+    transformer: Path
+    ae: Path
+    t5xxl: Path
+    clip_l: Path | None
+    variant: str
+
+
+def variant_of(transformer_keys: list[str] | set[str]) -> str:
+    """dev, schnell or chroma, told from the transformer's tensor names as diffusers and sd-scripts tell it."""
+    keys = {k.removeprefix("model.diffusion_model.") for k in transformer_keys}
+    if "distilled_guidance_layer.in_proj.bias" in keys:
+        return "chroma"
+    return "dev" if "guidance_in.in_layer.bias" in keys else "schnell"
+
+
+def _keys(path: Path) -> set[str]:
+    from builder.families.common import safetensors_keys
+
+    return {k.removeprefix("model.diffusion_model.") for k in safetensors_keys(path)}
+
+
+def find_files(folder: Path) -> FluxFiles:
+    """The base's files in ``folder``: its official names first, else each told by its tensor names.
+
+    Raises BuilderError naming the folder and what is missing.
+    """
+    from builder.errors import BuilderError
+
+    folder = Path(folder)
+    found: dict[str, Path] = {}
+    keys: dict[Path, set[str]] = {}
+    for path in sorted(folder.glob("*.safetensors")):
+        keys[path] = _keys(path)
+        for part, key in TOLD_BY_KEY.items():
+            if key in keys[path] and (part not in found or path.name in (*TRANSFORMER_FILE.values(), AE_FILE, CLIP_FILE, T5_FILE)):
+                found[part] = path
+    if "transformer" not in found:
+        raise BuilderError(f"{folder}: no FLUX transformer (a .safetensors with double_blocks.*, BFL layout)")
+    variant = variant_of(keys[found["transformer"]])
+    needed = ("ae", "t5xxl") + (() if variant == "chroma" else ("clip_l",))
+    missing = [part for part in needed if part not in found]
+    if missing:
+        names = {"ae": AE_FILE, "clip_l": CLIP_FILE, "t5xxl": T5_FILE}
+        raise BuilderError(
+            f"{folder}: the FLUX {variant} transformer {found['transformer'].name} is there, but not its "
+            f"{', '.join(f'{p} ({names[p]})' for p in missing)}; put them in the same folder"
+        )
+    return FluxFiles(found["transformer"], found["ae"], found["t5xxl"],
+                     found.get("clip_l") if variant != "chroma" else None, variant)
+
+
+# ---- sampling through diffusers -------------------------------------------------------------------
+# The scheduler configs of the hub repos (FLUX.1-dev / FLUX.1-schnell scheduler/scheduler_config.json;
+# Chroma1-HD's is FLUX.1-dev's).
+_DEV_SCHEDULER = {"base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15,
+                  "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True}
+SCHEDULER = {
+    "dev": _DEV_SCHEDULER,
+    "schnell": {**_DEV_SCHEDULER, "shift": 1.0, "use_dynamic_shifting": False},
+    "chroma": _DEV_SCHEDULER,
+}
+# FLUX.1-dev vae/config.json: the AE's latents are scaled and shifted
+VAE_CONFIG = {
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [AE_CH * m for m in AE_CH_MULT],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "in_channels": 3, "out_channels": 3, "latent_channels": LATENT_CHANNELS, "layers_per_block": AE_RES_BLOCKS,
+    "mid_block_add_attention": True, "norm_num_groups": 32, "sample_size": 1024, "scaling_factor": 0.3611,
+    "shift_factor": 0.1159, "use_post_quant_conv": False, "use_quant_conv": False, "force_upcast": True,
+}
+PIPELINE = {"dev": "FluxPipeline", "schnell": "FluxPipeline", "chroma": "ChromaPipeline"}
+
+
+def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return {k.removeprefix("model.diffusion_model."): tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+
+
+def _blocks(keys: set[str] | dict[str, object], prefix: str) -> int:
+    return 1 + max(int(k.split(".")[1]) for k in keys if k.startswith(prefix))
+
+
+def transformer_config(files: FluxFiles) -> dict[str, object]:
+    """The diffusers config of the transformer, read off its checkpoint (block counts, text widths)."""
+    shapes = _shapes(files.transformer)
+    config: dict[str, object] = {
+        "patch_size": 1, "in_channels": PATCHED, "num_layers": _blocks(shapes, "double_blocks."),
+        "num_single_layers": _blocks(shapes, "single_blocks."), "attention_head_dim": HEAD_DIM,
+        "num_attention_heads": HEADS, "joint_attention_dim": shapes["txt_in.weight"][1],
+        "axes_dims_rope": list(AXES_DIM),
+    }
+    if files.variant == "chroma":
+        return {"_class_name": "ChromaTransformer2DModel", **config, "approximator_num_channels": APPROX_IN,
+                "approximator_hidden_dim": shapes["distilled_guidance_layer.in_proj.weight"][0],
+                "approximator_layers": _blocks({k.split(".", 1)[1] for k in shapes if k.startswith("distilled_guidance_layer.layers.")}, "layers.")}
+    return {"_class_name": "FluxTransformer2DModel", **config, "pooled_projection_dim": shapes["vector_in.in_layer.weight"][1],
+            "guidance_embeds": files.variant == "dev"}
+
+
+def _clip(path: Path, dtype: torch.dtype) -> torch.nn.Module:
+    from safetensors.torch import load_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    sd = load_file(str(path))
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    hidden = shapes["text_model.final_layer_norm.weight"][0]
+    config = CLIPTextConfig(
+        hidden_size=hidden, intermediate_size=shapes["text_model.encoder.layers.0.mlp.fc1.weight"][0],
+        num_hidden_layers=_blocks({k.removeprefix("text_model.encoder.") for k in sd if k.startswith("text_model.encoder.layers.")}, "layers."),
+        num_attention_heads=max(1, hidden // 64), projection_dim=hidden, hidden_act="quick_gelu",
+        vocab_size=shapes["text_model.embeddings.token_embedding.weight"][0],
+        max_position_embeddings=shapes["text_model.embeddings.position_embedding.weight"][0],
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,  # CLIP ViT-L's tokenizer ids
+    )
+    model = CLIPTextModel(config)
+    own = set(model.state_dict())
+    # transformers 5's CLIPTextModel has no text_model level; the file (and transformers 4) has it
+    if not any(k.startswith("text_model.") for k in own):
+        sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
+    sd = {k: v for k, v in sd.items() if k in own}  # clip_l files may carry text_projection / position_ids
+    model.load_state_dict(sd, strict=True)
+    return model.to(dtype).eval()
+
+
+def _t5(path: Path, dtype: torch.dtype) -> torch.nn.Module:
+    from safetensors.torch import load_file
+    from transformers import T5Config, T5EncoderModel
+
+    sd = load_file(str(path))
+    heads = sd["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].shape[1]
+    config = T5Config(
+        vocab_size=sd["shared.weight"].shape[0], d_model=sd["shared.weight"].shape[1],
+        d_kv=sd["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0] // heads,
+        d_ff=sd["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"].shape[0],
+        num_layers=_blocks({k.removeprefix("encoder.") for k in sd if k.startswith("encoder.block.")}, "block."),
+        num_heads=heads, feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
+        dense_act_fn="gelu_new", is_gated_act=True, layer_norm_epsilon=1e-6, tie_word_embeddings=False,
+    )
+    model = T5EncoderModel(config)
+    sd.setdefault("encoder.embed_tokens.weight", sd["shared.weight"])  # one tensor, tied in the model
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path.name} is not a T5 encoder (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(dtype).eval()
+
+
+def _tokenizer(cls: type, subfolder: str, sources: list[Path | str]) -> object:
+    """The first of ``sources`` (folders, then a hub repo id) that has ``subfolder``."""
+    for source in sources:
+        if isinstance(source, Path):
+            if (source / subfolder).is_dir():
+                return cls.from_pretrained(str(source / subfolder))
+        else:
+            return cls.from_pretrained(source, subfolder=subfolder)
+    raise FileNotFoundError(f"no {subfolder}/ in {', '.join(map(str, sources))}")
+
+
+def load_pipeline(files: FluxFiles, dtype: torch.dtype, sources: list[Path | str]) -> object:
+    """The diffusers FluxPipeline (dev, schnell) or ChromaPipeline built from the base's single files.
+
+    The transformer and the AE go through diffusers' own single-file converters (BFL -> diffusers),
+    with configs read off the checkpoints; the text encoders are built from their files' shapes.
+    ``sources``: where the tokenizers are (folders with ``tokenizer/``/``tokenizer_2/``, then a hub repo).
+    """
+    import tempfile
+
+    import diffusers
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
+    with tempfile.TemporaryDirectory(prefix="flux-config-") as tmp:
+        config = Path(tmp)
+        for sub, data in (("transformer", transformer_config(files)), ("vae", VAE_CONFIG)):
+            (config / sub).mkdir()
+            (config / sub / "config.json").write_text(json.dumps(data), encoding="utf-8")
+        cls = getattr(diffusers, str(transformer_config(files)["_class_name"]))
+        transformer = cls.from_single_file(str(files.transformer), config=tmp, subfolder="transformer",
+                                           torch_dtype=dtype, local_files_only=True)
+        vae = diffusers.AutoencoderKL.from_single_file(str(files.ae), config=tmp, subfolder="vae",
+                                                       torch_dtype=dtype, local_files_only=True)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**SCHEDULER[files.variant])
+    t5 = _t5(files.t5xxl, dtype)
+    t5_tokenizer = _tokenizer(T5TokenizerFast, T5_TOKENIZER, sources)
+    if files.variant == "chroma":
+        return diffusers.ChromaPipeline(scheduler=scheduler, vae=vae, text_encoder=t5, tokenizer=t5_tokenizer,
+                                        transformer=transformer)
+    assert files.clip_l is not None
+    return diffusers.FluxPipeline(
+        scheduler=scheduler, vae=vae, text_encoder=_clip(files.clip_l, dtype),
+        tokenizer=_tokenizer(CLIPTokenizer, CLIP_TOKENIZER, sources), text_encoder_2=t5, tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
