@@ -581,3 +581,88 @@ def load_pipeline(files: FluxFiles, dtype: torch.dtype, sources: list[Path | str
         tokenizer=_tokenizer(CLIPTokenizer, CLIP_TOKENIZER, sources), text_encoder_2=t5, tokenizer_2=t5_tokenizer,
         transformer=transformer,
     )
+
+
+# ---- sd-scripts' LoRA names on diffusers' FLUX/Chroma transformer --------------------------------
+# networks/lora_flux.py names every Linear inside a DoubleStreamBlock/SingleStreamBlock of BFL's
+# model: ``lora_unet_`` + its path with "_" (``lora_unet_double_blocks_0_img_attn_qkv``); with the
+# ``in_dims`` option also the input layers (img_in, time_in, vector_in, guidance_in, txt_in); and
+# ``lora_te1_`` + CLIP-L's path (``lora_te3_`` for T5, which diffusers' FLUX LoRA loader does not
+# read). BFL fuses q, k, v (and single blocks' MLP input) in one Linear that diffusers keeps apart,
+# so such a name maps onto several modules, in the order they are stacked in BFL's weight.
+DOUBLE_BLOCK = {
+    "img_mod_lin": ("norm1.linear",),
+    "txt_mod_lin": ("norm1_context.linear",),
+    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+    "img_attn_proj": ("attn.to_out.0",),
+    "txt_attn_proj": ("attn.to_add_out",),
+    "img_mlp_0": ("ff.net.0.proj",),
+    "img_mlp_2": ("ff.net.2",),
+    "txt_mlp_0": ("ff_context.net.0.proj",),
+    "txt_mlp_2": ("ff_context.net.2",),
+}
+SINGLE_BLOCK = {
+    "linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"),
+    "linear2": ("proj_out",),
+    "modulation_lin": ("norm.linear",),
+}
+INPUT_LAYERS = {  # lora_flux in_dims
+    "img_in": "x_embedder",
+    "txt_in": "context_embedder",
+    "time_in_in_layer": "time_text_embed.timestep_embedder.linear_1",
+    "time_in_out_layer": "time_text_embed.timestep_embedder.linear_2",
+    "vector_in_in_layer": "time_text_embed.text_embedder.linear_1",
+    "vector_in_out_layer": "time_text_embed.text_embedder.linear_2",
+    "guidance_in_in_layer": "time_text_embed.guidance_embedder.linear_1",
+    "guidance_in_out_layer": "time_text_embed.guidance_embedder.linear_2",
+}
+
+
+@dataclass(frozen=True)
+class Fused:
+    """diffusers' Linears that one BFL Linear is (q, k, v [, mlp]): a LoRA on it has their summed outputs."""
+
+    parts: tuple[torch.nn.Linear, ...]
+
+    @property
+    def in_features(self) -> int:
+        return self.parts[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        return sum(p.out_features for p in self.parts)
+
+
+def _module(root: torch.nn.Module, path: str) -> torch.nn.Module | None:
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def transformer_targets(transformer: torch.nn.Module) -> dict[str, object]:
+    """Every ``lora_unet_*`` name sd-scripts may give this transformer, mapped onto its Linears."""
+    targets: dict[str, object] = {}
+    groups = (("double_blocks", "transformer_blocks", DOUBLE_BLOCK),
+              ("single_blocks", "single_transformer_blocks", SINGLE_BLOCK))
+    for bfl, ours, names in groups:
+        for i, block in enumerate(getattr(transformer, ours)):
+            for name, paths in names.items():
+                modules = [_module(block, p) for p in paths]
+                if all(m is not None for m in modules):  # Chroma's blocks have no modulation Linears
+                    targets[f"lora_unet_{bfl}_{i}_{name}"] = modules[0] if len(modules) == 1 else Fused(tuple(modules))  # type: ignore[arg-type]
+    for name, path in INPUT_LAYERS.items():
+        if (m := _module(transformer, path)) is not None:
+            targets[f"lora_unet_{name}"] = m
+    return targets
+
+
+def lora_targets(pipe: object) -> dict[str, object]:
+    """``lora_unet_*`` on the transformer and, for FLUX, ``lora_te1_*`` on CLIP-L (networks/lora_flux.py)."""
+    from builder.families.common import kohya_module_names
+
+    targets = transformer_targets(pipe.transformer)  # type: ignore[attr-defined]
+    if type(pipe).__name__ == "FluxPipeline":
+        targets.update(kohya_module_names("lora_te1_", pipe.text_encoder))  # type: ignore[attr-defined]
+    return targets
