@@ -174,7 +174,7 @@ class CaptionConfig:
 @dataclass
 class KohyaConfig:
     # auto: SDXL when the base model has SDXL's second text encoder, else SD 1.5 (builder.families)
-    model_family: Literal["auto", "sd15", "sdxl"] = "auto"
+    model_family: Literal["auto", "sd15", "sdxl", "flux", "chroma"] = "auto"
     preset: str = ""  # kohya_configs/ name or a .toml file; empty: character_sd15 or character_sdxl by family
     target_steps: int = 1600
     epochs: int = 10

@@ -17,6 +17,9 @@ Training (sd-scripts)
     ``SCHEMA_SECTIONS``  the ``sdscripts_schema.json`` argument tables of SCRIPT, merged in order
     ``TOKENIZERS``   the tokenizer_cache_dir folders SCRIPT loads (builder.caption.clip_tokenizer names)
     ``PRESET``       its default preset; its presets are ``kohya_configs/*_<NAME>.toml``
+    ``PROMPT_GUIDANCE``  the guidance options of its sd-scripts sample prompts ("" : [sample] guidance as --l)
+    ``SENTENCE_CAPTIONS``  its text encoder reads sentences (T5): a sentence captioner by default,
+                     captions never shuffled, their budget counted in T5 tokens
     ``derived_train_args(cfg) -> dict``  config.toml arguments it adds to the common derived ones
     ``check_train_args(train, dataset_doc, origin)``  what SCRIPT refuses minutes into a run (after
                      loading the models), raised now as a ConfigError with the fix; ``train`` is
@@ -52,7 +55,7 @@ from typing import Any, Protocol
 from builder import weights as W
 from builder.config import Config
 from builder.errors import BuilderError, ConfigError
-from builder.families import sd15, sdxl
+from builder.families import chroma, flux, sd15, sdxl
 from builder.families.common import safetensors_keys
 from builder.registry import pick
 
@@ -69,6 +72,8 @@ class FamilyModule(Protocol):
     SCHEMA_SECTIONS: tuple[str, ...]
     TOKENIZERS: tuple[str, ...]
     PRESET: str
+    SENTENCE_CAPTIONS: bool
+    PROMPT_GUIDANCE: str
     GUI_FIELDS: dict[str, Any]
     GUI_RENAMES: dict[str, str]
     BASE_FILES: str
@@ -89,8 +94,9 @@ class FamilyModule(Protocol):
 
 
 # Detection order: the first module that owns a checkpoint's keys or a folder wins, so a
-# family whose keys include another's (SDXL's UNet keys are SD's) comes before it.
-MODULES: tuple[ModuleType, ...] = (sdxl, sd15)
+# family whose keys include another's (SDXL's UNet keys are SD's) comes before it. Chroma's
+# transformer has FLUX's double_blocks too (and a distilled_guidance_layer), so it comes first.
+MODULES: tuple[ModuleType, ...] = (chroma, flux, sdxl, sd15)
 FAMILIES: dict[str, FamilyModule] = {m.NAME: m for m in MODULES}  # type: ignore[misc]
 DEFAULT = "sd15"  # kohya.model_family = "auto" when the base model does not tell
 KEY = "kohya.model_family"

@@ -20,6 +20,17 @@ COMPLETE = "model_index.json"  # a diffusers folder's file, written last: a fold
 
 def safetensors_keys(path: Path) -> list[str]:
     """The tensor names of a .safetensors file, read from its header alone."""
+    return [k for k in safetensors_header(path) if k != "__metadata__"]
+
+
+def safetensors_dtypes(path: Path) -> dict[str, str]:
+    """Each tensor's dtype as the header names it ("BF16", "F8_E4M3"), read from the header alone."""
+    return {k: str(v.get("dtype", "")) for k, v in safetensors_header(path).items()
+            if k != "__metadata__" and isinstance(v, dict)}
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """A .safetensors file's JSON header."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(8)
@@ -35,7 +46,7 @@ def safetensors_keys(path: Path) -> list[str]:
         raise BuilderError(f"{path}: not a .safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise BuilderError(f"{path}: not a .safetensors file (its header is not a JSON object)")
-    return [k for k in header if k != "__metadata__"]
+    return header
 
 
 def pipeline_class(folder: Path) -> str | None:

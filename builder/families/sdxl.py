@@ -51,6 +51,8 @@ BUCKET_STEP = 32  # train_dataset_group.verify_bucket_reso_steps(32)
 SCRIPT = "sdxl_train_network.py"
 SCHEMA_SECTIONS = ("train_network_arguments", "sdxl_train_network_arguments")
 TOKENIZERS = (CLIP_CACHE_NAME, BIGG_CACHE_NAME)
+SENTENCE_CAPTIONS = False  # CLIP reads tag lists: captions may be shuffled (kohya.shuffle_caption)
+PROMPT_GUIDANCE = ""  # sample prompts take [sample] guidance as --l (CFG)
 PRESET = "character_sdxl"
 # The GUI's sdxl checkbox makes it run sdxl_train_network.py; the SDXL-only arguments have SDXL fields.
 GUI_FIELDS: dict[str, Any] = {"sdxl": True}

@@ -31,6 +31,7 @@ from builder.kohya.presets import Preset, parse_extra_args
 from builder.kohya.schema import check_train_value, dataset_keys
 
 CLIP_CHUNK = 75  # tokens per CLIP window; sd-scripts accepts 150 or 225 as longer limits
+MODEL_KEYS = frozenset({"ae", "clip_l", "t5xxl", "model_type"})  # a family's model files go in [model]
 MAX_TOKEN_CHOICES = (75, 150, 225)
 
 
@@ -200,7 +201,8 @@ def dataset_config(
         **preset.dataset,
         # sd-scripts' default is ".caption": a .txt dataset must say so or trains captionless.
         "caption_extension": ds.caption_extension or cfg.caption.extension,
-        "shuffle_caption": cfg.kohya.shuffle_caption,
+        # A sentence caption shuffled at its commas is no longer a sentence (FLUX's T5 reads sentences).
+        "shuffle_caption": cfg.kohya.shuffle_caption and not families.family(family).SENTENCE_CAPTIONS,
         "keep_tokens": keep_tokens,
     }
     subsets: list[dict[str, Any]] = [{
@@ -301,7 +303,15 @@ def training_config(
             "sample_every_n_epochs": k.sample_every_n_epochs,
             "sample_sampler": k.sample_sampler,
         }
-    doc["training"].update(families.family(family).derived_train_args(cfg))
+    # The family's arguments replace the common ones where both have a key (FLUX: the transformer
+    # as pretrained_model_name_or_path, networks.lora_flux); its tunable defaults give way to the preset.
+    for key, value in families.family(family).derived_train_args(cfg).items():
+        if key in preset.train:
+            continue
+        table = next((t for t in doc.values() if key in t), doc["model" if key in MODEL_KEYS else "training"])
+        table[key] = value
+    if "t5xxl_max_token_length" in flatten(doc) or "t5xxl_max_token_length" in preset.train:
+        model.pop("max_token_length", None)  # CLIP's; flux_train_network.py ignores it with a warning
     doc["preset"] = dict(preset.train)
     extra = parse_extra_args(cfg, family)
     for table in doc.values():

@@ -56,6 +56,16 @@ def _sdxl_parser() -> argparse.ArgumentParser:
     return sdxl_train_network.setup_parser()
 
 
+def _flux_parser() -> argparse.ArgumentParser:
+    import flux_train_network  # type: ignore[import-not-found]
+
+    return flux_train_network.setup_parser()
+
+
+# The script a run folder's config.toml was written for -> its parser.
+PARSERS = {"sdxl_train_network.py": _sdxl_parser, "flux_train_network.py": _flux_parser}
+
+
 def _argument_record(action: argparse.Action) -> dict[str, Any]:
     flag = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
     record: dict[str, Any] = {"kind": "flag" if flag else "value"}
@@ -86,6 +96,8 @@ def collect_schema(
     arguments = {a.dest: _argument_record(a) for a in parser._actions if a.dest != "help"}
     # sdxl_train_network.py: train_network's parser plus sdxl_train_util.add_sdxl_training_arguments.
     sdxl_only = {a.dest: _argument_record(a) for a in _sdxl_parser()._actions if a.dest not in arguments and a.dest != "help"}
+    # flux_train_network.py: train_network's plus add_dit_training_arguments, add_flux_train_arguments, split_mode.
+    flux_only = {a.dest: _argument_record(a) for a in _flux_parser()._actions if a.dest not in arguments and a.dest != "help"}
     # The same sanitizer train_network builds (masked_loss off: no ControlNet-style subsets).
     sanitizer = config_util.ConfigSanitizer(True, True, False, True)
     schema: dict[str, Any] = {
@@ -98,6 +110,7 @@ def collect_schema(
         },
         "train_network_arguments": dict(sorted(arguments.items())),
         "sdxl_train_network_arguments": dict(sorted(sdxl_only.items())),
+        "flux_train_network_arguments": dict(sorted(flux_only.items())),
     }
     if kohya_ss is None and SCHEMA_PATH.is_file():
         # Re-recording sd-scripts alone keeps the GUI's record as it was.
