@@ -44,10 +44,11 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from builder import weights as W
 from builder.console import console
+from builder.families.common import SampleDefaults
 from builder.io import atomic_folder
 
 if TYPE_CHECKING:
@@ -375,71 +376,6 @@ def iter_spec(variant: str, sizes: FluxSizes) -> Iterator[tuple[str, Spec]]:
     yield T5_FILE, t5_spec(sizes)
 
 
-# ---- finding the files of a base ----------------------------------------------------------------
-# Each file is told by a tensor only it has, so a folder of renamed files (flux1-dev-fp8...) works too.
-TOLD_BY_KEY = {
-    "transformer": "double_blocks.0.img_attn.qkv.weight",
-    "ae": "decoder.conv_in.weight",
-    "clip_l": "text_model.final_layer_norm.weight",
-    "t5xxl": "encoder.block.0.layer.0.SelfAttention.q.weight",
-}
-
-
-@dataclass(frozen=True)
-class FluxFiles:
-    """The single files of one FLUX or Chroma base; ``clip_l`` is None for Chroma."""
-
-    transformer: Path
-    ae: Path
-    t5xxl: Path
-    clip_l: Path | None
-    variant: str
-
-
-def variant_of(transformer_keys: list[str] | set[str]) -> str:
-    """dev, schnell or chroma, told from the transformer's tensor names as diffusers and sd-scripts tell it."""
-    keys = {k.removeprefix("model.diffusion_model.") for k in transformer_keys}
-    if "distilled_guidance_layer.in_proj.bias" in keys:
-        return "chroma"
-    return "dev" if "guidance_in.in_layer.bias" in keys else "schnell"
-
-
-def _keys(path: Path) -> set[str]:
-    from builder.families.common import safetensors_keys
-
-    return {k.removeprefix("model.diffusion_model.") for k in safetensors_keys(path)}
-
-
-def find_files(folder: Path) -> FluxFiles:
-    """The base's files in ``folder``: its official names first, else each told by its tensor names.
-
-    Raises BuilderError naming the folder and what is missing.
-    """
-    from builder.errors import BuilderError
-
-    folder = Path(folder)
-    found: dict[str, Path] = {}
-    keys: dict[Path, set[str]] = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        keys[path] = _keys(path)
-        for part, key in TOLD_BY_KEY.items():
-            if key in keys[path] and (part not in found or path.name in (*TRANSFORMER_FILE.values(), AE_FILE, CLIP_FILE, T5_FILE)):
-                found[part] = path
-    if "transformer" not in found:
-        raise BuilderError(f"{folder}: no FLUX transformer (a .safetensors with double_blocks.*, BFL layout)")
-    variant = variant_of(keys[found["transformer"]])
-    needed = ("ae", "t5xxl") + (() if variant == "chroma" else ("clip_l",))
-    missing = [part for part in needed if part not in found]
-    if missing:
-        names = {"ae": AE_FILE, "clip_l": CLIP_FILE, "t5xxl": T5_FILE}
-        raise BuilderError(
-            f"{folder}: the FLUX {variant} transformer {found['transformer'].name} is there, but not its "
-            f"{', '.join(f'{p} ({names[p]})' for p in missing)}; put them in the same folder"
-        )
-    return FluxFiles(found["transformer"], found["ae"], found["t5xxl"],
-                     found.get("clip_l") if variant != "chroma" else None, variant)
-
-
 # ---- sampling through diffusers -------------------------------------------------------------------
 # The scheduler configs of the hub repos (FLUX.1-dev / FLUX.1-schnell scheduler/scheduler_config.json;
 # Chroma1-HD's is FLUX.1-dev's).
@@ -458,7 +394,21 @@ VAE_CONFIG = {
     "mid_block_add_attention": True, "norm_num_groups": 32, "sample_size": 1024, "scaling_factor": 0.3611,
     "shift_factor": 0.1159, "use_post_quant_conv": False, "use_quant_conv": False, "force_upcast": True,
 }
-PIPELINE = {"dev": "FluxPipeline", "schnell": "FluxPipeline", "chroma": "ChromaPipeline"}
+# Sampling defaults. sd-scripts' sample prompt lines give FLUX.1 its distilled guidance with --g and
+# CFG with --l (flux_train_utils.sample_image_inference: --g 3.5, --l 1.0 = no CFG, 20 steps);
+# diffusers' FluxPipeline takes the distilled guidance as guidance_scale. The pipelines' own
+# FlowMatchEulerDiscreteScheduler samples them, as sd-scripts' FLUX sampler ignores --ss.
+# dev: 28 steps and guidance 3.5 (FLUX.1-dev's model card and FluxPipeline's defaults); schnell: 4
+# steps, no guidance, T5 read to 256 tokens as it was trained; Chroma: real CFG with a negative
+# prompt, --g 0 --l 4.0 and 20 steps (sd-scripts' docs, flux_train_network.md).
+SAMPLE_DEFAULTS = {
+    "dev": SampleDefaults(steps=28, guidance=3.5, sampler="", guidance_options=("g",), line_extra="--l 1"),
+    "schnell": SampleDefaults(steps=4, guidance=0.0, sampler="", guidance_options=("g",), line_extra="--l 1",
+                              call_kwargs={"max_sequence_length": 256}),
+    "chroma": SampleDefaults(steps=20, guidance=4.0, sampler="", guidance_options=("l",), line_extra="--g 0"),
+}
+# FLUX.1-schnell's repo is not gated; its tokenizer/ (CLIP-L) and tokenizer_2/ (T5 v1.1) are dev's and Chroma's.
+TOKENIZER_REPO = "black-forest-labs/FLUX.1-schnell"
 
 
 def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -472,7 +422,17 @@ def _blocks(keys: set[str] | dict[str, object], prefix: str) -> int:
     return 1 + max(int(k.split(".")[1]) for k in keys if k.startswith(prefix))
 
 
-def transformer_config(files: FluxFiles) -> dict[str, object]:
+class BaseFiles(Protocol):
+    """A base's single files (builder.families.flux ``FluxBase``); ``clip_l`` is None for Chroma."""
+
+    transformer: Path
+    ae: Path
+    clip_l: Path | None
+    t5xxl: Path
+    variant: str
+
+
+def transformer_config(files: BaseFiles) -> dict[str, object]:
     """The diffusers config of the transformer, read off its checkpoint (block counts, text widths)."""
     shapes = _shapes(files.transformer)
     config: dict[str, object] = {
@@ -547,7 +507,16 @@ def _tokenizer(cls: type, subfolder: str, sources: list[Path | str]) -> object:
     raise FileNotFoundError(f"no {subfolder}/ in {', '.join(map(str, sources))}")
 
 
-def load_pipeline(files: FluxFiles, dtype: torch.dtype, sources: list[Path | str]) -> object:
+def tokenizer_sources(files: BaseFiles, model_config: str = "") -> list[Path | str]:
+    """Where a base's tokenizers are looked for: beside its transformer (a random base has them
+    there), ``[sample] model_config`` (a folder or a hub repo id), else TOKENIZER_REPO on the hub."""
+    sources: list[Path | str] = [files.transformer.parent]
+    if model_config:
+        sources.append(Path(model_config).expanduser() if Path(model_config).expanduser().is_dir() else model_config)
+    return [*sources, TOKENIZER_REPO]
+
+
+def load_pipeline(files: BaseFiles, dtype: torch.dtype, sources: list[Path | str]) -> object:
     """The diffusers FluxPipeline (dev, schnell) or ChromaPipeline built from the base's single files.
 
     The transformer and the AE go through diffusers' own single-file converters (BFL -> diffusers),
@@ -663,6 +632,6 @@ def lora_targets(pipe: object) -> dict[str, object]:
     from builder.families.common import kohya_module_names
 
     targets = transformer_targets(pipe.transformer)  # type: ignore[attr-defined]
-    if type(pipe).__name__ == "FluxPipeline":
+    if getattr(pipe, "text_encoder_2", None) is not None:  # FluxPipeline: CLIP-L, then T5; Chroma: T5 alone
         targets.update(kohya_module_names("lora_te1_", pipe.text_encoder))  # type: ignore[attr-defined]
     return targets
