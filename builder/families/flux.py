@@ -82,7 +82,13 @@ T5_MAX_TOKENS = {"dev": 512, "schnell": 256}  # flux_train_network.get_tokenize_
 GUIDANCE = {"dev": 1.0, "schnell": 1.0}  # docs: "for training, specify 1.0" (schnell has no guidance_in)
 ROLES = ("transformer", "ae", "clip_l", "t5xxl")
 ROLE_ARGS = {"transformer": "pretrained_model_name_or_path", "ae": "ae", "clip_l": "clip_l", "t5xxl": "t5xxl"}
-ROLE_FILES = {"transformer": "flux1-dev.safetensors", "ae": M.AE_FILE, "clip_l": M.CLIP_FILE, "t5xxl": M.T5_FILE}
+ROLE_FILES = {"transformer": "e.g. flux1-dev.safetensors or Chroma1-HD.safetensors", "ae": M.AE_FILE, "clip_l": M.CLIP_FILE, "t5xxl": M.T5_FILE}
+# A registry transformer's default companions (builder.weights), fetched with it.
+REGISTRY_COMPANIONS = {
+    "flux1-dev": ("flux1-dev-ae", "flux-clip-l", "t5xxl-fp16"),
+    "flux1-schnell": ("flux1-ae", "flux-clip-l", "t5xxl-fp16"),
+    "chroma1-hd": ("flux1-ae", "t5xxl-fp16"),
+}
 MANIFEST = "flux_base.json"  # a set whose parts live in different folders (builder.base_model)
 # fp8 dtypes (safetensors names) sd-scripts' load_target_model refuses with fp8_base
 REFUSED_FP8 = {"F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz"}
