@@ -101,8 +101,16 @@ def is_diffusers_transformer(keys: list[str]) -> bool:
         k.startswith("transformer_blocks.") for k in keys)
 
 
+COMFY_PREFIX = "model.diffusion_model."  # a ComfyUI-saved transformer; analyze_checkpoint_state strips it
+
+
+def _bfl(keys: list[str]) -> list[str]:
+    return [k.removeprefix(COMFY_PREFIX) for k in keys]
+
+
 def role_of(keys: list[str]) -> str | None:
     """Which part of a FLUX/Chroma base a single file's tensor names make it, None for none."""
+    keys = _bfl(keys)
     if any(k.startswith(("double_blocks.", "single_blocks.")) for k in keys):
         return "transformer"
     if any(k.startswith("encoder.down.") for k in keys) and any(k.startswith("decoder.up.") for k in keys):
@@ -115,6 +123,7 @@ def role_of(keys: list[str]) -> str | None:
 
 
 def is_chroma(keys: list[str]) -> bool:
+    keys = _bfl(keys)
     return any(k.startswith("distilled_guidance_layer.") for k in keys)
 
 
@@ -122,7 +131,7 @@ def variant_of(keys: list[str]) -> str:
     """"chroma", "schnell" (no guidance_in: analyze_checkpoint_state) or "dev"."""
     if is_chroma(keys):
         return "chroma"
-    return "dev" if any(k.startswith("guidance_in.") for k in keys) else "schnell"
+    return "dev" if any(k.removeprefix(COMFY_PREFIX).startswith("guidance_in.") for k in keys) else "schnell"
 
 
 def refuse_diffusers(path: Path) -> BuilderError:
