@@ -332,3 +332,45 @@ def test_train_dry_run_prints_the_flux_train_network_command(tmp_path, monkeypat
     config.write_text("\n".join(line for line in config.read_text().splitlines() if not line.startswith("t5xxl =")) + "\n")
     assert main(argv[:-3]) == 2
     assert "t5xxl is not set" in " ".join(capsys.readouterr().err.split())
+
+
+# --- run, end to end up to training -----------------------------------------------------------
+
+# Stands in for flux_train_network.py: records what accelerate gave it and the model files it was told.
+FLUX_TRAIN = '''
+import json, os, sys, tomllib
+doc = tomllib.load(open(sys.argv[sys.argv.index("--config_file") + 1], "rb"))
+config = {k: v for part in doc.values() if isinstance(part, dict) for k, v in part.items()}
+os.makedirs(config["output_dir"], exist_ok=True)
+open(os.path.join(config["output_dir"], config["output_name"] + ".safetensors"), "wb").write(b"\\x02\\x00\\x00\\x00\\x00\\x00\\x00\\x00{}")
+json.dump({"argv": sys.argv, "config": config, "launch": os.environ["ACCELERATE_LAUNCH_ARGS"]}, open(os.environ["FLUX_RAN"], "w"))
+'''
+
+
+@pytest.mark.slow
+def test_run_with_a_flux_folder_goes_to_flux_train_network_on_two_gpus(tmp_path, data_dir, source_photo, monkeypatch):
+    import shutil
+
+    base = fake_flux_base(tmp_path / "flux", "dev")
+    donors = tmp_path / "donors"
+    donors.mkdir()
+    shutil.copy(data_dir / "donors" / "TaylorSwift14.jpeg", donors)
+    sd = fake_sd_scripts(tmp_path / "sd-scripts")
+    (sd / "flux_train_network.py").write_text(FLUX_TRAIN, encoding="utf-8")
+    fake_accelerate(tmp_path / "bin")
+    monkeypatch.setenv("PATH", path_with(tmp_path / "bin"))
+    monkeypatch.setenv("FLUX_RAN", str(tmp_path / "ran.json"))
+    out = tmp_path / "run"
+    args = ["run", "--source", str(source_photo), "--donors", str(donors), "--out", str(out), "--random-weights",
+            "--detector", "dlib", "--judge", "dlib", "--device", "cpu", "--caption-backend", "none",
+            "--weights-dir", str(tmp_path / "weights"), "--base-model", str(base), "--sd-scripts", str(sd),
+            "--gpus", "2", "--until", "train", "--set", f"kohya.tokenizer_cache_dir={tiny_config().kohya.tokenizer_cache_dir}"]
+    assert main(args) == 0
+    ran = json.loads((tmp_path / "ran.json").read_text())
+    assert ran["argv"][0].endswith("flux_train_network.py")
+    assert ran["launch"].startswith("--multi_gpu --num_processes 2 ")
+    config = ran["config"]
+    assert config["pretrained_model_name_or_path"] == str((base / "flux1-dev.safetensors").resolve())
+    assert config["network_module"] == "networks.lora_flux" and config["t5xxl_max_token_length"] == 512
+    gui = json.loads((out / "kohya_gui_lora.json").read_text())
+    assert gui["flux1_checkbox"] is True and gui["num_processes"] == 2 and gui["multi_gpu"] is True
