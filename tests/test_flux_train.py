@@ -374,3 +374,72 @@ def test_run_with_a_flux_folder_goes_to_flux_train_network_on_two_gpus(tmp_path,
     assert config["network_module"] == "networks.lora_flux" and config["t5xxl_max_token_length"] == 512
     gui = json.loads((out / "kohya_gui_lora.json").read_text())
     assert gui["flux1_checkbox"] is True and gui["num_processes"] == 2 and gui["multi_gpu"] is True
+
+
+# --- captions: Florence-2 by default, the budget in T5 tokens ---------------------------------
+
+
+def test_flux_captions_default_to_florence2_and_a_t5_budget(tmp_path):
+    from builder.caption.base import backend_name
+    from builder.caption.recaption import t5_budget
+    from builder.caption.text import CaptionRules
+
+    cfg = tiny_config()
+    assert cfg.caption.backend == "auto" and backend_name(cfg) == "blip" and t5_budget(cfg) == 0  # SD 1.5
+    for variant, budget in (("dev", 512), ("schnell", 256), ("chroma", 512)):
+        cfg.paths.base_model = str(fake_flux_base(tmp_path / variant, variant))
+        assert backend_name(cfg) == "florence2" and t5_budget(cfg) == budget
+    cfg.caption.backend = "blip+wd14"
+    assert backend_name(cfg) == "blip+wd14"  # a backend the user names is kept
+    rules = CaptionRules.from_config(cfg.caption, 512)
+    assert rules.max_tokens == 512  # not CLIP's 75
+    with pytest.raises(ConfigError, match=r"must be 1\.\.225"):
+        CaptionRules(max_tokens=300)
+
+
+def test_captions_over_the_t5_budget_are_named(tmp_path, capsys):
+    from builder.caption.t5_tokenizer import load_t5_counter
+    from builder.kohya.toml import check_t5_budget
+
+    cfg = tiny_config()
+    counter = load_t5_counter("", "", cfg.kohya.tokenizer_cache_dir)
+    short, long = "ohwx woman smiling", "ohwx woman, " + "a photo of a woman smiling in a park, " * 12
+    assert counter.count(short) < 20 < counter.count(long)
+    assert counter.count(short) == len(counter.tokenizer(short)["input_ids"])  # </s> counted, as T5 reads it
+    assert check_t5_budget([short, long], cfg, 20) == 1
+    assert "1 of 2 captions are longer than t5xxl_max_token_length = 20" in " ".join(capsys.readouterr().err.split())
+    assert check_t5_budget([short, long], cfg, 512) == 0
+
+
+def test_the_t5_tokenizer_comes_from_sd_scripts_or_the_hub_and_is_kept_for_sd_scripts(tmp_path, monkeypatch):
+    from builder.caption import t5_tokenizer as T
+    from tests.fixtures.t5 import write_t5_repo, write_t5_tokenizer
+
+    monkeypatch.setattr(T, "_hub_folder", lambda: None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BuilderError, match=r"not cached here and downloads are off; set paths.sd_scripts"):
+        T.ensure_t5_tokenizer(str(tmp_path / "w1"))
+    sd = tmp_path / "sd-scripts"
+    write_t5_tokenizer(sd / "configs" / "t5_old")
+    folder = T.ensure_t5_tokenizer(str(tmp_path / "w1"), str(sd))
+    assert folder.name == "google_t5-v1_1-xxl" and (folder / "tokenizer.json").is_file()
+    assert T.load_t5_tokenizer(folder)("a photo")["input_ids"] == T.load_t5_tokenizer(sd / "configs" / "t5_old")("a photo")["input_ids"]
+    # The hub download: google/t5-v1_1-xxl's tokenizer files through hf_hub_download.
+    hub = write_t5_repo(tmp_path / "hub")
+    asked = []
+    import huggingface_hub.constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+    def fake_download(repo, name):
+        asked.append((repo, name))
+        return str(hub / name)
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    made = T.ensure_t5_tokenizer(str(tmp_path / "w2"))  # converted from spiece.model, saved for sd-scripts
+    assert (made / "tokenizer.json").is_file()
+    assert T.load_t5_tokenizer(made)("a photo")["input_ids"] == T.load_t5_tokenizer(folder)("a photo")["input_ids"]
+    assert asked == [("google/t5-v1_1-xxl", f) for f in T.T5_FILES]
+    with pytest.raises(BuilderError, match=r"not a T5 tokenizer"):
+        T.load_t5_tokenizer(Path(tiny_config().kohya.tokenizer_cache_dir) / "openai_clip-vit-large-patch14")

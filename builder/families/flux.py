@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.caption.clip_tokenizer import CLIP_CACHE_NAME
+from builder.caption.t5_tokenizer import T5_CACHE_NAME
 from builder.config import Config
 from builder.errors import BuilderError, ConfigError
 from builder.families import flux_models as M
@@ -55,8 +56,6 @@ RESOLUTION = 1024
 BUCKET_STEP = 64  # NetworkTrainer.assert_extra_args: verify_bucket_reso_steps(64), before FLUX's own 32
 SCRIPT = "flux_train_network.py"
 SCHEMA_SECTIONS = ("train_network_arguments", "flux_train_network_arguments")
-T5_REPO_ID = "google/t5-v1_1-xxl"  # strategy_flux.T5_XXL_TOKENIZER_ID
-T5_CACHE_NAME = T5_REPO_ID.replace("/", "_")  # sd-scripts: model_id.replace("/", "_")
 TOKENIZERS = (CLIP_CACHE_NAME, T5_CACHE_NAME)
 PROMPT_GUIDANCE = "--g 3.5 --l 1.0"  # dev's embedded guidance 3.5, no CFG (flux_train_utils: --l 1.0 skips it)
 PRESET = "character_flux"
@@ -290,6 +289,14 @@ def base_of(cfg: Config) -> FluxBase:
     if not cfg.paths.base_model:
         raise ConfigError(f"a FLUX base model is needed: pass --base-model with {BASE_FILES}")
     return base_set(cfg.paths.base_model)
+
+
+def t5_budget(base_model: str | Path) -> int:
+    """t5xxl_max_token_length for this base: 256 for schnell, else 512 (also when it cannot be told yet)."""
+    try:
+        return T5_MAX_TOKENS.get(base_set(base_model).variant, 512) if base_model else 512
+    except BuilderError:
+        return 512
 
 
 def derived_train_args(cfg: Config) -> dict[str, Any]:
