@@ -140,7 +140,8 @@ HAIR_WORDS = (
 @dataclass
 class CaptionConfig:
     # blip | lavis | florence2 (sentences), wd14 (tags), or a sentence backend + wd14 (both)
-    backend: Literal["blip", "lavis", "florence2", "wd14", "blip+wd14", "florence2+wd14", "none"] = "blip"
+    # auto: florence2 for a family whose text encoder reads sentences (FLUX, Chroma: T5), else blip
+    backend: Literal["auto", "blip", "lavis", "florence2", "wd14", "blip+wd14", "florence2+wd14", "none"] = "auto"
     model: str = "Salesforce/blip-image-captioning-large"
     # Florence-2 (native transformers classes): florence2_large, florence2_base, a repo id or a folder
     florence2_model: str = "florence2_large"

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.caption.clip_tokenizer import CLIP_CACHE_NAME
+from builder.caption.t5_tokenizer import T5_CACHE_NAME
 from builder.config import Config
 from builder.errors import BuilderError, ConfigError
 from builder.families import flux_models as M
@@ -56,8 +57,6 @@ RESOLUTION = 1024
 BUCKET_STEP = 64  # NetworkTrainer.assert_extra_args: verify_bucket_reso_steps(64), before FLUX's own 32
 SCRIPT = "flux_train_network.py"
 SCHEMA_SECTIONS = ("train_network_arguments", "flux_train_network_arguments")
-T5_REPO_ID = "google/t5-v1_1-xxl"  # strategy_flux.T5_XXL_TOKENIZER_ID
-T5_CACHE_NAME = T5_REPO_ID.replace("/", "_")  # sd-scripts: model_id.replace("/", "_")
 TOKENIZERS = (CLIP_CACHE_NAME, T5_CACHE_NAME)
 PRESET = "character_flux"
 # T5 reads sentences: a sentence captioner (Florence-2) by default, and captions are never shuffled.
@@ -82,7 +81,13 @@ T5_MAX_TOKENS = {"dev": 512, "schnell": 256}  # flux_train_network.get_tokenize_
 GUIDANCE = {"dev": 1.0, "schnell": 1.0}  # docs: "for training, specify 1.0" (schnell has no guidance_in)
 ROLES = ("transformer", "ae", "clip_l", "t5xxl")
 ROLE_ARGS = {"transformer": "pretrained_model_name_or_path", "ae": "ae", "clip_l": "clip_l", "t5xxl": "t5xxl"}
-ROLE_FILES = {"transformer": "flux1-dev.safetensors", "ae": M.AE_FILE, "clip_l": M.CLIP_FILE, "t5xxl": M.T5_FILE}
+ROLE_FILES = {"transformer": "e.g. flux1-dev.safetensors or Chroma1-HD.safetensors", "ae": M.AE_FILE, "clip_l": M.CLIP_FILE, "t5xxl": M.T5_FILE}
+# A registry transformer's default companions (builder.weights), fetched with it.
+REGISTRY_COMPANIONS = {
+    "flux1-dev": ("flux1-dev-ae", "flux-clip-l", "t5xxl-fp16"),
+    "flux1-schnell": ("flux1-ae", "flux-clip-l", "t5xxl-fp16"),
+    "chroma1-hd": ("flux1-ae", "t5xxl-fp16"),
+}
 MANIFEST = "flux_base.json"  # a set whose parts live in different folders (builder.base_model)
 # fp8 dtypes (safetensors names) sd-scripts' load_target_model refuses with fp8_base
 REFUSED_FP8 = {"F8_E5M2": "float8_e5m2", "F8_E4M3FNUZ": "float8_e4m3fnuz", "F8_E5M2FNUZ": "float8_e5m2fnuz"}
@@ -95,8 +100,16 @@ def is_diffusers_transformer(keys: list[str]) -> bool:
         k.startswith("transformer_blocks.") for k in keys)
 
 
+COMFY_PREFIX = "model.diffusion_model."  # a ComfyUI-saved transformer; analyze_checkpoint_state strips it
+
+
+def _bfl(keys: list[str]) -> list[str]:
+    return [k.removeprefix(COMFY_PREFIX) for k in keys]
+
+
 def role_of(keys: list[str]) -> str | None:
     """Which part of a FLUX/Chroma base a single file's tensor names make it, None for none."""
+    keys = _bfl(keys)
     if any(k.startswith(("double_blocks.", "single_blocks.")) for k in keys):
         return "transformer"
     if any(k.startswith("encoder.down.") for k in keys) and any(k.startswith("decoder.up.") for k in keys):
@@ -109,6 +122,7 @@ def role_of(keys: list[str]) -> str | None:
 
 
 def is_chroma(keys: list[str]) -> bool:
+    keys = _bfl(keys)
     return any(k.startswith("distilled_guidance_layer.") for k in keys)
 
 
@@ -116,7 +130,7 @@ def variant_of(keys: list[str]) -> str:
     """"chroma", "schnell" (no guidance_in: analyze_checkpoint_state) or "dev"."""
     if is_chroma(keys):
         return "chroma"
-    return "dev" if any(k.startswith("guidance_in.") for k in keys) else "schnell"
+    return "dev" if any(k.removeprefix(COMFY_PREFIX).startswith("guidance_in.") for k in keys) else "schnell"
 
 
 def refuse_diffusers(path: Path) -> BuilderError:
@@ -275,6 +289,14 @@ def base_of(cfg: Config) -> FluxBase:
     if not cfg.paths.base_model:
         raise ConfigError(f"a FLUX base model is needed: pass --base-model with {BASE_FILES}")
     return base_set(cfg.paths.base_model)
+
+
+def t5_budget(base_model: str | Path) -> int:
+    """t5xxl_max_token_length for this base: 256 for schnell, else 512 (also when it cannot be told yet)."""
+    try:
+        return T5_MAX_TOKENS.get(base_set(base_model).variant, 512) if base_model else 512
+    except BuilderError:
+        return 512
 
 
 def derived_train_args(cfg: Config) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from builder.caption.clip_tokenizer import (
     ensure_clip_tokenizer,
     tokenizer_cache_root,
 )
+from builder.caption.t5_tokenizer import T5_CACHE_NAME, ensure_t5_tokenizer, load_t5_counter
 from builder.caption.text import required_max_token_length
 from builder.config import Config
 from builder.console import console
@@ -109,7 +110,10 @@ def prepare_tokenizer_cache(cfg: Config, family: str = families.DEFAULT) -> Path
     if not cfg.kohya.tokenizer_cache_dir:
         try:
             for name in families.family(family).TOKENIZERS:
-                ensure_clip_tokenizer(cfg.runtime.weights_dir, name)
+                if name == T5_CACHE_NAME:
+                    ensure_t5_tokenizer(cfg.runtime.weights_dir, cfg.paths.sd_scripts)
+                else:
+                    ensure_clip_tokenizer(cfg.runtime.weights_dir, name)
         except BuilderError as exc:
             console.print(f"[yellow]{escape(str(exc))}; sd-scripts will download the tokenizer into {folder}[/yellow]")
     return folder
@@ -188,6 +192,22 @@ def max_token_length_for(captions: list[str], cfg: Config) -> int:
         )
         return CLIP_CHUNK
     return needed or CLIP_CHUNK
+
+
+def check_t5_budget(captions: list[str], cfg: Config, limit: int) -> int:
+    """How many captions T5 would cut at t5xxl_max_token_length (a warning names them); 0 when uncounted."""
+    try:
+        counter = load_t5_counter(cfg.runtime.weights_dir, cfg.paths.sd_scripts, cfg.kohya.tokenizer_cache_dir)
+    except BuilderError as exc:
+        console.print(f"[yellow]cannot count T5 tokens ({escape(str(exc))}); captions over {limit} are cut[/yellow]")
+        return 0
+    over = [c for c in captions if counter.count(c) > limit]
+    if over:
+        console.print(
+            f"[yellow]{len(over)} of {len(captions)} captions are longer than t5xxl_max_token_length = {limit} T5 "
+            f"tokens and will be cut, e.g. {escape(over[0][:80])!r}...; shorten them or raise it in kohya.extra_args[/yellow]"
+        )
+    return len(over)
 
 
 # --- the two documents ---
