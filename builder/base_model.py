@@ -56,7 +56,7 @@ _CIVITAI_HOSTS = ("civitai.com", "www.civitai.com", "civitai.green")
 class BaseModelSource:
     """A parsed spec; ``spec`` is what the user gave, with any token taken out."""
 
-    kind: str  # local | registry | civitai | url | hf | random
+    kind: str  # local | registry | set | civitai | url | hf | random
     spec: str
     path: Path | None = None  # local
     name: str = ""  # registry; random: the family
@@ -141,11 +141,15 @@ def parse_spec(spec: str) -> BaseModelSource:
         if not version.isdigit():
             raise BuilderError(f"base model {spec!r}: civitai:<modelVersionId> takes a number (e.g. civitai:143906)")
         return BaseModelSource("civitai", spec, version_id=version)
+    if "," in spec:
+        return BaseModelSource("set", spec, name=spec)
     if spec.startswith(RANDOM_PREFIX) and spec.removeprefix(RANDOM_PREFIX) in families.FAMILIES:
         return BaseModelSource("random", spec, name=spec.removeprefix(RANDOM_PREFIX))
     local = Path(spec).expanduser()
     if local.exists():
         return BaseModelSource("local", spec, path=local)
+    if spec in W.REGISTRY and W.REGISTRY[spec].part:
+        return BaseModelSource("set", spec, name=spec)  # one part names its whole set (its companions)
     if spec in W.REGISTRY and W.REGISTRY[spec].family:
         return BaseModelSource("registry", spec, name=spec)
     looks_like_path = spec.startswith((".", "/", "~", "\\")) or (
@@ -365,6 +369,126 @@ def _fetch_hf(src: BaseModelSource) -> Path:
     return snap
 
 
+# ---- a multi-file base (FLUX.1, Chroma): parts by path or registry name ----------------------
+
+
+def flux_manifest() -> str:
+    from builder.families import flux
+
+    return flux.MANIFEST
+
+
+def set_folder(spec: str, weights_dir: str) -> Path:
+    """Where the list of a set's parts is kept (one folder per spec)."""
+    digest = hashlib.sha256(",".join(p.strip() for p in spec.split(",")).encode()).hexdigest()[:16]
+    return W.cache_dir(weights_dir) / CACHE_SUBDIR / "sets" / digest
+
+
+def _set_complete(folder: Path) -> bool:
+    from builder.families import flux
+
+    try:
+        flux.base_set(folder)
+    except BuilderError:
+        return False
+    return True
+
+
+def set_parts(spec: str) -> list[tuple[str, str]]:
+    """(part, "registry" | "local") for each comma-separated item, plus a registry transformer's companions.
+
+    A registry part's companions fill only the parts no other item names.
+    """
+    from builder.families import flux
+
+    items = [p.strip() for p in spec.split(",") if p.strip()]
+    if not items:
+        raise BuilderError("base model: an empty list of FLUX parts")
+    out: list[tuple[str, str]] = []
+    for item in items:
+        if item in W.REGISTRY and W.REGISTRY[item].part:
+            out.append((item, "registry"))
+        elif Path(item).expanduser().exists():
+            out.append((str(Path(item).expanduser()), "local"))
+        else:
+            known = ", ".join(n for n, s in W.REGISTRY.items() if s.part)
+            raise BuilderError(
+                f"base model part {item!r} is not a file or folder here nor a FLUX/Chroma registry name ({known})"
+            )
+    named_roles = {W.REGISTRY[i].part for i, k in out if k == "registry"}
+    for item, kind in out:
+        if kind == "local" and Path(item).is_file():
+            role = flux.role_of(families.safetensors_keys(Path(item)))
+            if role:
+                named_roles.add(role)
+    for item, kind in list(out):
+        if kind == "registry" and W.REGISTRY[item].part == "transformer":
+            for companion in flux.REGISTRY_COMPANIONS.get(item, ()):
+                if W.REGISTRY[companion].part not in named_roles:
+                    out.append((companion, "registry"))
+                    named_roles.add(W.REGISTRY[companion].part)
+    return out
+
+
+def _check_set(src: BaseModelSource, cfg: Config, connect_timeout: float | None) -> BaseModelCheck:
+    """Local parts are checked now; registry parts not yet here must be fetchable (a gated one needs HF_TOKEN)."""
+    from builder.fetch import CONNECT_TIMEOUT, HF_TOKEN_ENV, HostProbe, gated_help
+
+    missing = []
+    for item, kind in set_parts(src.spec):
+        if kind == "local":
+            if Path(item).is_dir():
+                check_local(Path(item))
+            continue
+        if W.state(item, cfg.runtime.weights_dir).state not in (W.PRESENT, W.UNVERIFIED):
+            missing.append(W.REGISTRY[item])
+    if not missing:
+        return BaseModelCheck(src, None, "its parts are here")
+    for spec in missing:
+        if spec.gated and not os.environ.get(HF_TOKEN_ENV, "").strip():
+            raise MissingWeightError(f"base model {src.spec}: {gated_help(spec, 401)}")
+    probe = HostProbe(connect_timeout or CONNECT_TIMEOUT)
+    for spec in missing:
+        if err := probe.error(spec.url):
+            raise MissingWeightError(
+                f"base model part {spec.name} is not here and cannot be fetched: {err}; "
+                f"{W.manual_hint(spec, cfg.runtime.weights_dir)}"
+            )
+    return BaseModelCheck(src, None, ", ".join(s.url for s in missing))
+
+
+def _resolve_set(src: BaseModelSource, cfg: Config) -> Path:
+    """Fetch the registry parts, check each part, and write the set's list of files (flux_base.json)."""
+    from builder.families import flux
+    from builder.fetch import fetch
+
+    weights_dir = cfg.runtime.weights_dir
+    parts = set_parts(src.spec)
+    wanted = [item for item, kind in parts if kind == "registry"
+              and W.state(item, weights_dir).state not in (W.PRESENT, W.UNVERIFIED)]
+    if wanted:
+        fetch(wanted, weights_dir)
+    roles: dict[str, Path] = {}
+    for item, kind in parts:
+        if kind == "local" and Path(item).is_dir():
+            found = {r: p for r, (p, _) in flux.find_parts(Path(item)).items()}
+        else:
+            path = W.require(item, weights_dir) if kind == "registry" else Path(item)
+            role = flux.role_of(families.safetensors_keys(path))
+            if role is None:
+                raise BuilderError(f"base model part {path} is none of the FLUX parts ({flux.BASE_FILES})")
+            found = {role: path}
+        for role, path in found.items():
+            if role in roles and roles[role] != path:
+                raise BuilderError(f"base model {src.spec}: two {role} files ({roles[role]}, {path}); name one")
+            roles[role] = path
+    folder = set_folder(src.spec, weights_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    flux.write_manifest(folder, roles)
+    flux.base_set(folder)  # every part there, each the part it is given as
+    return folder
+
+
 # ---- checking and resolving ------------------------------------------------------------------
 
 
@@ -383,11 +507,23 @@ def _host_of(src: BaseModelSource) -> str:
 def check_local(path: Path) -> Path:
     """``path`` if it is a diffusers folder or a single-file checkpoint (also sample's check of
     paths.base_model), else a BuilderError saying which it is not."""
+    from builder.families import flux
+
     if path.is_dir():
         if not (path / "model_index.json").is_file():
-            raise BuilderError(f"base model folder {path} is not a diffusers pipeline (no model_index.json)")
+            if flux.find_parts(path):  # FLUX/Chroma single files: every part must be there
+                flux.base_set(path)
+                return path
+            raise BuilderError(
+                f"base model folder {path} is not a diffusers pipeline (no model_index.json) nor a FLUX/Chroma "
+                f"set ({flux.BASE_FILES})"
+            )
     elif path.suffix.lower() not in SINGLE_FILE_SUFFIXES:
         raise BuilderError(f"base model {path} is neither a diffusers folder nor a .safetensors/.ckpt file")
+    elif path.suffix.lower() == ".safetensors":
+        parts = flux.find_parts(path) if flux.role_of(families.safetensors_keys(path)) == "transformer" else {}
+        if parts:
+            flux.base_set(path)  # a FLUX transformer file: its other parts must be beside it
     return path
 
 
@@ -406,6 +542,9 @@ def local_copy(src: BaseModelSource, cfg: Config) -> Path | None:
         return _url_cached(src.url, weights_dir)
     if src.kind == "hf":
         return _hf_cached(src)
+    if src.kind == "set":
+        folder = set_folder(src.spec, weights_dir)
+        return folder if (folder / flux_manifest()).is_file() and _set_complete(folder) else None
     return families.family(src.name).random_base_cached(weights_dir, cfg.runtime.seed)
 
 
@@ -419,6 +558,8 @@ def check_base_model(spec: str, cfg: Config, connect_timeout: float | None = Non
         return BaseModelCheck(src, present)
     if src.kind == "random":
         return BaseModelCheck(src, None, "generated here (seeded random weights)")
+    if src.kind == "set":
+        return _check_set(src, cfg, connect_timeout)
     host = _host_of(src)
     if src.kind == "hf" and os.environ.get("HF_HUB_OFFLINE"):
         err: str | None = "HF_HUB_OFFLINE is set"
@@ -455,10 +596,16 @@ def resolve_base_model(spec: str, cfg: Config) -> ResolvedBaseModel:
         path, sha = _fetch_url(src, cfg)
     elif src.kind == "hf":
         path = _fetch_hf(src)
+    elif src.kind == "set":
+        path = _resolve_set(src, cfg)
     else:
         path = families.family(src.name).make_random_base(weights_dir, cfg.runtime.seed)
     if src.kind == "registry":
         family = W.REGISTRY[src.name].family
+    elif src.kind == "set":
+        from builder.families import flux
+
+        family = flux.base_set(path).family
     else:
         family = src.name if src.kind == "random" else detect_family(path)
     return ResolvedBaseModel(path=path, family_hint=family, source=src.kind, spec=src.spec, sha256=sha)

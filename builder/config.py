@@ -145,7 +145,8 @@ HAIR_WORDS = (
 @dataclass
 class CaptionConfig:
     # blip | lavis | florence2 (sentences), wd14 (tags), or a sentence backend + wd14 (both)
-    backend: Literal["blip", "lavis", "florence2", "wd14", "blip+wd14", "florence2+wd14", "none"] = "blip"
+    # auto: florence2 for a family whose text encoder reads sentences (FLUX, Chroma: T5), else blip
+    backend: Literal["auto", "blip", "lavis", "florence2", "wd14", "blip+wd14", "florence2+wd14", "none"] = "auto"
     model: str = "Salesforce/blip-image-captioning-large"
     # Florence-2 (native transformers classes): florence2_large, florence2_base, a repo id or a folder
     florence2_model: str = "florence2_large"
@@ -179,7 +180,7 @@ class CaptionConfig:
 @dataclass
 class KohyaConfig:
     # auto: SDXL when the base model has SDXL's second text encoder, else SD 1.5 (builder.families)
-    model_family: Literal["auto", "sd15", "sdxl"] = "auto"
+    model_family: Literal["auto", "sd15", "sdxl", "flux", "chroma"] = "auto"
     preset: str = ""  # kohya_configs/ name or a .toml file; empty: character_sd15 or character_sdxl by family
     target_steps: int = 1600
     epochs: int = 10
@@ -209,13 +210,15 @@ class KohyaConfig:
 
 @dataclass
 class SampleConfig:
-    steps: int = 25
-    guidance: float = 7.0
+    # steps, guidance, sampler unset (0 / none / ""): the base model family's defaults (builder.families:
+    # sample_defaults; SD 1.5/SDXL 25 steps, CFG 7, ddim; FLUX.1-dev 28, guidance 3.5; schnell 4, 0; Chroma 20, CFG 4)
+    steps: int = 0
+    guidance: float | None = None
     width: int = 0  # 0: the base model family's native size (512 SD 1.5, 1024 SDXL)
     height: int = 0
     seeds: list[int] = field(default_factory=lambda: [1, 2])
     identity_threshold: float | None = None  # judge cosine; unset: the [faces] judge's calibrated value
-    sampler: str = "ddim"  # kohya sampler name for prompt lines without --ss (sd-scripts' default)
+    sampler: str = ""  # kohya sampler name for prompt lines without --ss; FLUX/Chroma keep their flow-matching Euler
     prompts: str = ""  # kohya prompt file; empty: <out>/sample_prompts.txt, else built from [character]
     model_config: str = ""  # diffusers config folder (or repo id) for a single-file base model; offline: a local folder
     score: bool = True  # identity-score the samples against the source photos

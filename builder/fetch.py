@@ -348,10 +348,36 @@ def read_crc32_file(url: str, read_timeout: float = READ_TIMEOUT) -> str:
     return text
 
 
+HF_TOKEN_ENV = "HF_TOKEN"
+HUB_HOSTS = ("huggingface.co", "hf.co")
+
+
+def _is_hub(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in HUB_HOSTS or host.endswith(".huggingface.co")
+
+
+def hf_headers() -> dict[str, str]:
+    """The hub's auth header when HF_TOKEN is set; it is sent to the hub only, never printed or written."""
+    token = os.environ.get(HF_TOKEN_ENV, "").strip()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def gated_help(spec: W.WeightSpec, status: int | None) -> str:
+    why = (f"the hub refused the token in {HF_TOKEN_ENV} (HTTP {status})" if hf_headers()
+           else f"it is gated on the Hugging Face hub and {HF_TOKEN_ENV} is not set (HTTP {status})")
+    return (
+        f"{spec.filename}: {why}. Accept the licence at {spec.gated} (logged in), create a read token at "
+        f"https://huggingface.co/settings/tokens and set {HF_TOKEN_ENV} to it (it is sent to the hub only, "
+        "never printed or written)"
+    )
+
+
 def _fetch_file(spec: W.WeightSpec, weights_dir: str, probe: HostProbe, progress: Progress) -> Path:
     """Try the official URL, then each mirror, until one gives a file that verifies."""
     dest = W.download_path(spec.name, weights_dir)
     errors: list[str] = []
+    headers = hf_headers()
     for url in (spec.url, *spec.mirrors):
         if err := probe.error(url):
             errors.append(err)
@@ -362,10 +388,13 @@ def _fetch_file(spec: W.WeightSpec, weights_dir: str, probe: HostProbe, progress
                 crc32 = read_crc32_file(f"{url.rsplit('/', 1)[0]}/{spec.crc32_file}")
             digest = download_file(
                 url, dest, size=spec.size, sha256=spec.sha256, label=spec.filename,
-                progress=progress, crc32=crc32,
+                progress=progress, crc32=crc32, headers=headers if _is_hub(url) else None,
             )
         except DownloadError as exc:
-            errors.append(str(exc))
+            if exc.status in (401, 403) and spec.gated:
+                errors.append(gated_help(spec, exc.status))
+            else:
+                errors.append(str(exc))
             continue
         if spec.sha256 is not None:
             W.remember_verified(dest, digest, weights_dir)

@@ -54,7 +54,9 @@ class WeightSpec:
     # A file published beside the download holding its CRC32 (FaceFusion's .hash), fetched from
     # the same folder as whichever URL serves the file and checked when crc32 is unknown.
     crc32_file: str = ""
-    family: str = ""  # base models only: the model family ("sd15" | "sdxl") train and sample load
+    family: str = ""  # base models only: the model family ("sd15" | "sdxl" | "flux" | "chroma") train and sample load
+    part: str = ""  # a part of a multi-file base (FLUX): transformer | ae | clip_l | t5xxl
+    gated: str = ""  # the licence page to accept on the hub before it downloads (HF_TOKEN)
 
 
 _SBER = "https://github.com/sberbank-ai/sber-swap/releases/download"
@@ -358,6 +360,64 @@ _SPECS = [
         "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
         None, "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
         "MIT (openai/CLIP)", "CLIP ViT-B/32: sample prompt adherence", subdir="clip",
+    ),
+    # ---- FLUX.1 and Chroma bases (builder.families: "flux", "chroma"): four files each ----
+    # sd-scripts docs/flux_train_network.md: the transformer and ae.safetensors from the top of
+    # black-forest-labs' repos (not the diffusers subfolders), CLIP-L and T5-XXL from
+    # comfyanonymous/flux_text_encoders. FLUX.1-dev is gated: HF_TOKEN and the licence accepted on
+    # its page. Sizes and sha256: UNCONFIRMED (no upstream record could be read here); the
+    # downloads are not checksum-verified.
+    WeightSpec(
+        "flux1-dev", "flux1-dev.safetensors",
+        "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/flux1-dev.safetensors",
+        None, None, "FLUX.1 [dev] Non-Commercial License (gated)", "FLUX.1 dev transformer (train, sample)",
+        subdir="flux", optional=True, family="flux", part="transformer",
+        gated="https://huggingface.co/black-forest-labs/FLUX.1-dev",
+    ),
+    WeightSpec(
+        "flux1-dev-ae", "ae.safetensors",
+        "https://huggingface.co/black-forest-labs/FLUX.1-dev/resolve/main/ae.safetensors",
+        None, None, "FLUX.1 [dev] Non-Commercial License (gated)", "FLUX.1 dev autoencoder",
+        subdir="flux/dev", optional=True, family="flux", part="ae",
+        gated="https://huggingface.co/black-forest-labs/FLUX.1-dev",
+    ),
+    WeightSpec(
+        "flux1-schnell", "flux1-schnell.safetensors",
+        "https://huggingface.co/black-forest-labs/FLUX.1-schnell/resolve/main/flux1-schnell.safetensors",
+        None, None, "Apache-2.0", "FLUX.1 schnell transformer (train, sample)",
+        subdir="flux", optional=True, family="flux", part="transformer",
+    ),
+    WeightSpec(
+        "flux1-ae", "ae.safetensors",
+        "https://huggingface.co/black-forest-labs/FLUX.1-schnell/resolve/main/ae.safetensors",
+        None, None, "Apache-2.0", "FLUX.1 autoencoder (schnell's repo; the same AE dev and Chroma use)",
+        subdir="flux/schnell", optional=True, family="flux", part="ae",
+    ),
+    WeightSpec(
+        "flux-clip-l", "clip_l.safetensors",
+        "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/clip_l.safetensors",
+        None, None, "MIT (OpenAI CLIP)", "CLIP ViT-L/14 text encoder for FLUX.1",
+        subdir="flux", optional=True, family="flux", part="clip_l",
+    ),
+    WeightSpec(
+        "t5xxl-fp16", "t5xxl_fp16.safetensors",
+        "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp16.safetensors",
+        None, None, "Apache-2.0 (google T5 v1.1)", "T5 v1.1 XXL encoder, fp16 (FLUX.1, Chroma)",
+        subdir="flux", optional=True, family="flux", part="t5xxl",
+    ),
+    WeightSpec(
+        "t5xxl-fp8", "t5xxl_fp8_e4m3fn.safetensors",
+        "https://huggingface.co/comfyanonymous/flux_text_encoders/resolve/main/t5xxl_fp8_e4m3fn.safetensors",
+        None, None, "Apache-2.0 (google T5 v1.1)", "T5 v1.1 XXL encoder, float8_e4m3fn (not the scaled one)",
+        subdir="flux", optional=True, family="flux", part="t5xxl",
+    ),
+    # Chroma1-HD: lodestones' release post says the Chroma1 models are Apache-2.0; the file name
+    # is UNCONFIRMED (sd-scripts' docs name Chroma1-Base's file Chroma.safetensors).
+    WeightSpec(
+        "chroma1-hd", "Chroma1-HD.safetensors",
+        "https://huggingface.co/lodestones/Chroma1-HD/resolve/main/Chroma1-HD.safetensors",
+        None, None, "Apache-2.0 (lodestones)", "Chroma1-HD transformer (train, sample)",
+        subdir="chroma", optional=True, family="chroma", part="transformer",
     ),
     # ---- sources (PhotoMaker V2) ----
     # TencentARC/PhotoMaker-V2 (inference_pmv2.py: hf_hub_download of photomaker-v2.bin). About

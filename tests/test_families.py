@@ -53,7 +53,7 @@ def test_every_family_module_provides_the_same_names():
         preset = load_preset(module.PRESET, name)  # the default preset exists and is this family's
         assert preset.family == name and preset.path.parent == PRESETS_DIR
     assert (sd15.BUCKET_STEP, sdxl.BUCKET_STEP, sd15.RESOLUTION, sdxl.RESOLUTION) == (64, 32, 512, 1024)
-    with pytest.raises(Exception, match=r"kohya.model_family = 'sd3' is not one of sdxl, sd15"):
+    with pytest.raises(Exception, match=r"kohya.model_family = 'sd3' is not one of chroma, flux, sdxl, sd15"):
         families.family("sd3")
 
 
@@ -64,23 +64,23 @@ def _header_only(path: Path, keys: list[str]) -> Path:
 
 def test_detection_is_extended_by_a_new_family_module(tmp_path, monkeypatch):
     """A family added to the registry is told from its own keys and its own multi-file folder."""
-    flux = types.SimpleNamespace(
-        NAME="flux", TITLE="FLUX.1", TOLD_BY="it has FLUX's double_blocks",
-        owns_keys=lambda keys: any(k.startswith("double_blocks.") for k in keys),
-        owns_folder=lambda p: all((p / f).is_file() for f in ("flux1-dev.safetensors", "ae.safetensors")),
+    sd3 = types.SimpleNamespace(
+        NAME="sd3", TITLE="SD 3.5", TOLD_BY="it has SD3's joint_blocks",
+        owns_keys=lambda keys: any(k.startswith("joint_blocks.") for k in keys),
+        owns_folder=lambda p: all((p / f).is_file() for f in ("sd3.5_large.safetensors", "clip_g.safetensors")),
     )
-    monkeypatch.setattr(families, "FAMILIES", {"flux": flux, **families.FAMILIES})
-    transformer = _header_only(tmp_path / "flux1-dev.safetensors", ["double_blocks.0.img_attn.qkv.weight"])
-    assert detect_family(transformer) == "flux"
-    _header_only(tmp_path / "ae.safetensors", ["decoder.conv_in.weight"])
-    assert detect_family(tmp_path) == "flux"
+    monkeypatch.setattr(families, "FAMILIES", {"sd3": sd3, **families.FAMILIES})
+    transformer = _header_only(tmp_path / "sd3.5_large.safetensors", ["joint_blocks.0.x_block.attn.qkv.weight"])
+    assert detect_family(transformer) == "sd3"
+    _header_only(tmp_path / "clip_g.safetensors", ["text_model.final_layer_norm.weight"])
+    assert detect_family(tmp_path) == "sd3"
     # the families already there are still told apart
     xl = _header_only(tmp_path / "xl.safetensors", ["conditioner.embedders.1.model.ln_final.weight",
                                                     "model.diffusion_model.out.2.weight"])
     sd = _header_only(tmp_path / "sd.safetensors", ["model.diffusion_model.out.2.weight"])
     assert (detect_family(xl), detect_family(sd)) == ("sdxl", "sd15")
-    with pytest.raises(Exception, match=r"model_family = 'sdxl', but the base model .*flux1-dev.safetensors is FLUX\.1 "
-                                        r"\(it has FLUX's double_blocks\); set kohya.model_family = \"flux\""):
+    with pytest.raises(Exception, match=r"model_family = 'sdxl', but the base model .*sd3.5_large.safetensors is SD 3\.5 "
+                                        r"\(it has SD3's joint_blocks\); set kohya.model_family = \"sd3\""):
         resolve_family("sdxl", transformer)
 
 

@@ -143,7 +143,8 @@ def test_default_preset_follows_the_family_and_a_wrong_one_is_refused(sdxl_run, 
     sd15 = tiny_config()
     sd15.kohya.extra_args = ["cache_text_encoder_outputs=true"]
     make_images(tmp_path / "sd", sd15, 2)
-    with pytest.raises(ConfigError, match=r"not a train_network\.py argument \(only sdxl_train_network\.py has it"):
+    with pytest.raises(ConfigError, match=r"not a train_network\.py argument \(sdxl_train_network\.py and flux_train_network\.py have it: "
+                       r"kohya.model_family = \"sdxl\" or \"flux\" or \"chroma\"\)"):
         write_kohya_files(tmp_path / "sd", sd15)
 
 

@@ -81,7 +81,7 @@ def test_missing_base_model_has_its_own_error(tmp_path: Path) -> None:
         check_base_model("")
     with pytest.raises(BuilderError, match=r"base model .*missing\.safetensors does not exist"):
         check_base_model(str(tmp_path / "missing.safetensors"))
-    with pytest.raises(BuilderError, match=r"without model_index\.json"):
+    with pytest.raises(BuilderError, match=r"is not a diffusers pipeline \(no model_index\.json\) nor a FLUX/Chroma set"):
         check_base_model(str(tmp_path))
 
 

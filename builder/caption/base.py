@@ -126,6 +126,16 @@ BACKENDS: dict[str, tuple[str | None, str | None]] = {
 }
 
 
+def backend_name(cfg: Config) -> str:
+    """``caption.backend`` made definite: "auto" is Florence-2 (detailed caption) for a family whose
+    text encoder reads sentences (FLUX's T5), BLIP otherwise."""
+    if cfg.caption.backend != "auto":
+        return cfg.caption.backend
+    from builder.families import family, resolve_family
+
+    return "florence2" if family(resolve_family(cfg.kohya.model_family, cfg.paths.base_model)).SENTENCE_CAPTIONS else "blip"
+
+
 # The caption key naming each part's model: a registry name, a hub repo id or a local folder.
 MODEL_KEYS = {"blip": "model", "florence2": "florence2_model", "wd14": "wd14_model"}
 
@@ -135,14 +145,14 @@ def weights(cfg: Config) -> list[str]:
 
     A repo id or folder that is no registry entry has nothing to fetch ahead.
     """
-    models = [getattr(cfg.caption, MODEL_KEYS[p]) for p in pick(BACKENDS, cfg.caption.backend, "caption.backend")
+    models = [getattr(cfg.caption, MODEL_KEYS[p]) for p in pick(BACKENDS, backend_name(cfg), "caption.backend")
               if p in MODEL_KEYS]
     return [s.name for m in models for s in W.REGISTRY.values() if s.kind == "hf" and m in (s.name, s.url)]
 
 
 def load_captioner(cfg: Config, device: torch.device) -> CaptionBackend:
     """The backend ``cfg.caption.backend`` names, on ``device`` (fp16 on CUDA for the torch models)."""
-    sentence, tags = pick(BACKENDS, cfg.caption.backend, "caption.backend")
+    sentence, tags = pick(BACKENDS, backend_name(cfg), "caption.backend")
     captioner = pick(CAPTIONERS, sentence, "caption.backend")(cfg, device) if sentence else None
     tagger = pick(TAGGERS, tags, "caption.backend")(cfg, device) if tags else None
     return CaptionBackend(captioner, tagger)

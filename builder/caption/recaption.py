@@ -116,6 +116,15 @@ def _person_captions(targets: list[CaptionTarget]) -> dict[Path, str]:
     return out
 
 
+def t5_budget(cfg: Config) -> int:
+    """The T5 token budget when the model family reads captions with T5 (FLUX: 512 dev, 256 schnell), else 0."""
+    from builder.families import family, flux, resolve_family
+
+    if not family(resolve_family(cfg.kohya.model_family, cfg.paths.base_model)).SENTENCE_CAPTIONS:
+        return 0
+    return flux.t5_budget(cfg.paths.base_model)
+
+
 def recaption(
     folder: Path,
     cfg: Config,
@@ -130,7 +139,8 @@ def recaption(
     captioning model is loaded only if some image needs a new caption.
     """
     c = cfg.caption
-    rules = CaptionRules.from_config(c)
+    t5_tokens = t5_budget(cfg)
+    rules = CaptionRules.from_config(c, t5_tokens)
     targets, problems = scan_dataset(
         folder, c.extension, trigger, class_word, cfg.character.trigger, cfg.character.class_word
     )
@@ -144,6 +154,10 @@ def recaption(
 
     def tokens() -> TokenCounter:
         nonlocal counter
+        if counter is None and t5_tokens:
+            from builder.caption.t5_tokenizer import load_t5_counter
+
+            counter = load_t5_counter(cfg.runtime.weights_dir, cfg.paths.sd_scripts, cfg.kohya.tokenizer_cache_dir)
         counter = counter or load_clip_counter(c.clip_tokenizer, cfg.runtime.weights_dir)
         return counter
 

@@ -112,6 +112,7 @@ class CaptionRules:
     extra_tags: tuple[str, ...] = ()
     max_tokens: int = 75
     trait_words: tuple[str, ...] = ()  # pruned from sentence and tags like strip_words (hair_words included when not described)
+    token_limit: int = KOHYA_TOKEN_LENGTHS[-1]  # the most the text encoder reads (CLIP in kohya: 225; T5: 512)
 
     def __post_init__(self) -> None:
         unknown = [p for p in self.order if p not in PARTS]
@@ -119,15 +120,22 @@ class CaptionRules:
             raise ConfigError(
                 f"caption.order = {list(self.order)}: use each of {', '.join(PARTS)} at most once"
             )
-        if not 1 <= self.max_tokens <= KOHYA_TOKEN_LENGTHS[-1]:
+        if not 1 <= self.max_tokens <= self.token_limit:
             raise ConfigError(
-                f"caption.max_tokens = {self.max_tokens}: must be 1..{KOHYA_TOKEN_LENGTHS[-1]} "
+                f"caption.max_tokens = {self.max_tokens}: must be 1..{self.token_limit} "
                 "(kohya cannot train on longer captions)"
             )
 
     @classmethod
-    def from_config(cls, caption_cfg) -> CaptionRules:
+    def from_config(cls, caption_cfg, t5_tokens: int = 0) -> CaptionRules:
+        """``t5_tokens``: the T5 budget (t5xxl_max_token_length) that replaces caption.max_tokens (CLIP's)."""
         hair = () if caption_cfg.describe_hair else tuple(caption_cfg.hair_words)
+        if t5_tokens:
+            return cls(
+                order=tuple(caption_cfg.order), separator=caption_cfg.separator,
+                strip_words=tuple(caption_cfg.strip_words), extra_tags=tuple(caption_cfg.extra_tags),
+                max_tokens=t5_tokens, trait_words=(*caption_cfg.trait_words, *hair), token_limit=t5_tokens,
+            )
         return cls(
             order=tuple(caption_cfg.order),
             separator=caption_cfg.separator,

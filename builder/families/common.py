@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,12 +15,25 @@ from builder.errors import BuilderError, ConfigError
 if TYPE_CHECKING:
     import torch
 
+    from builder.config import Config
+
 MAX_HEADER = 100 << 20  # the safetensors format's own limit on the header size
 COMPLETE = "model_index.json"  # a diffusers folder's file, written last: a folder with it is a complete one
 
 
 def safetensors_keys(path: Path) -> list[str]:
     """The tensor names of a .safetensors file, read from its header alone."""
+    return [k for k in safetensors_header(path) if k != "__metadata__"]
+
+
+def safetensors_dtypes(path: Path) -> dict[str, str]:
+    """Each tensor's dtype as the header names it ("BF16", "F8_E4M3"), read from the header alone."""
+    return {k: str(v.get("dtype", "")) for k, v in safetensors_header(path).items()
+            if k != "__metadata__" and isinstance(v, dict)}
+
+
+def safetensors_header(path: Path) -> dict[str, Any]:
+    """A .safetensors file's JSON header."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(8)
@@ -35,7 +49,7 @@ def safetensors_keys(path: Path) -> list[str]:
         raise BuilderError(f"{path}: not a .safetensors file (its header is not JSON)") from None
     if not isinstance(header, dict):
         raise BuilderError(f"{path}: not a .safetensors file (its header is not a JSON object)")
-    return [k for k in header if k != "__metadata__"]
+    return header
 
 
 def pipeline_class(folder: Path) -> str | None:
@@ -138,3 +152,37 @@ def check_cached_captions(train: dict[str, Any], dataset_doc: dict[str, Any], or
                 f"{'is' if len(varied) == 1 else 'are'} on for {subset.get('image_dir', 'a subset')}: set {fixes}, "
                 f"or cache_text_encoder_outputs = false ({script} refuses the combination)"
             )
+
+
+# ---- sampling ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SampleDefaults:
+    """A family's sampling defaults, for what ``[sample]`` and a prompt line leave unset."""
+
+    steps: int
+    guidance: float  # the pipeline's guidance_scale: CFG for SD and Chroma, FLUX.1's distilled guidance
+    sampler: str  # a kohya sampler name; "": the pipeline's own scheduler, and --ss is ignored (sd-scripts' FLUX)
+    guidance_options: tuple[str, ...] = ("l", "g")  # the prompt-line options (sd-scripts) that set guidance
+    line_extra: str = ""  # options every sample_prompts.txt line needs (Chroma: --g 0)
+    call_kwargs: dict[str, Any] = field(default_factory=dict)  # more arguments for the pipeline's __call__
+
+
+def load_diffusers(pipeline: str, kwargs: dict[str, Any], path: Path, model_config: str, dtype: torch.dtype) -> Any:
+    """A diffusers folder (``from_pretrained``) or one checkpoint file (``from_single_file``, with the
+    component configs from ``model_config``: a local folder, a hub repo id, or "" for the default)."""
+    import diffusers
+
+    cls = getattr(diffusers, pipeline)
+    if path.is_dir():
+        return cls.from_pretrained(path, local_files_only=True, dtype=dtype, **kwargs)
+    config = model_config or None
+    if config and not Path(config).is_dir() and (config.startswith((".", "/", "~")) or config.count("/") != 1):
+        raise BuilderError(f"[sample] model_config {config} is neither a folder nor a Hugging Face repo id")
+    return cls.from_single_file(str(path), config=config, local_files_only=bool(config and Path(config).is_dir()),
+                                dtype=dtype, **kwargs)
+
+
+def diffusers_loader(pipeline: str, kwargs: dict[str, Any]) -> Callable[[Path, Config, torch.dtype], Any]:
+    """A family's ``load_pipeline`` for a base that is a diffusers folder or one checkpoint (SD 1.5, SDXL)."""
+    return lambda path, cfg, dtype: load_diffusers(pipeline, kwargs, path, cfg.sample.model_config, dtype)

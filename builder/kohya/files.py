@@ -16,6 +16,7 @@ from builder.kohya.presets import load_preset, preset_name
 from builder.kohya.prompts import sample_prompts_text
 from builder.kohya.schema import schema
 from builder.kohya.toml import (
+    check_t5_budget,
     dataset_config,
     dumps,
     flatten,
@@ -83,6 +84,8 @@ def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = No
         ds, cfg, preset, dataset_toml=files.dataset_config, prompts_file=files.sample_prompts,
         max_token_length=max_tokens, family=family, dataset_doc=dataset_doc,
     )
+    if families.family(family).SENTENCE_CAPTIONS:
+        check_t5_budget(captions, cfg, int(flatten(train_doc).get("t5xxl_max_token_length", 512)))
     atomic_write_text(files.sample_prompts, prompts)
     atomic_write_text(
         files.dataset_config,

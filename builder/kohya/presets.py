@@ -30,6 +30,7 @@ DERIVED_TRAIN_KEYS = frozenset({
     "dataset_config", "tokenizer_cache_dir", "max_token_length", "seed",
     "train_data_dir", "reg_data_dir", "caption_extension", "keep_tokens", "shuffle_caption",
     "no_half_vae",  # SDXL: set with fp16 (builder.kohya.toml)
+    "ae", "clip_l", "t5xxl", "model_type", "apply_t5_attn_mask",  # FLUX/Chroma: from the base model's files
 })
 DERIVED_DATASET_KEYS = frozenset({
     "resolution", "batch_size", "caption_extension", "shuffle_caption", "keep_tokens",

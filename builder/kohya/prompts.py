@@ -1,7 +1,8 @@
 """``sample_prompts.txt`` in sd-scripts' line format.
 
 One prompt per line; options follow as `` --x value``: ``--n`` negative prompt, ``--w``
-and ``--h`` size, ``--d`` seed, ``--l`` CFG scale, ``--s`` steps (train_util.line_to_prompt_dict).
+and ``--h`` size, ``--d`` seed, ``--l`` CFG scale, ``--s`` steps (train_util.line_to_prompt_dict);
+FLUX's ``--g`` is its embedded guidance (flux_train_utils.sample_image_inference).
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ def prompt_lines(cfg: Config, family: str = families.DEFAULT) -> list[str]:
     seeds = s.seeds or [0]
     # Multiples of 64 suit both families' latents (SD 1.5 and SDXL: 8 px per latent, 3 downsamplings).
     size = [max(64, round((v or families.family(family).RESOLUTION) / 64) * 64) for v in (s.width, s.height)]
+    d = families.sample_settings(cfg, family)
+    guidance = " ".join([f"--{d.guidance_options[0]} {d.guidance:g}", *([d.line_extra] if d.line_extra else [])])
     return [
         f"{subject}, {scene} --n {NEGATIVE} --w {size[0]} --h {size[1]} --d {seeds[i % len(seeds)]} "
-        f"--l {s.guidance:g} --s {s.steps}"
+        f"{guidance} --s {d.steps}"
         for i, scene in enumerate(SCENES)
     ]
 

@@ -50,9 +50,11 @@ def check_train_value(key: str, value: Any, origin: str, family: str = families.
     """One training-script argument as it will sit in config.toml (argparse does not convert it)."""
     args = train_arguments(family)
     if key not in args:
-        other = next((m for m in families.FAMILIES.values() if key in train_arguments(m.NAME)), None)
-        hint = (f" (only {other.SCRIPT} has it: kohya.model_family = \"{other.NAME}\")" if other is not None
-                else closest(key, set(args)))
+        others = [m for m in families.FAMILIES.values() if key in train_arguments(m.NAME)]
+        scripts = list(dict.fromkeys(m.SCRIPT for m in reversed(others)))
+        names = " or ".join(f'"{m.NAME}"' for m in reversed(others))
+        hint = (f" ({' and '.join(scripts)} {'has' if len(scripts) == 1 else 'have'} it: kohya.model_family = {names})"
+                if others else closest(key, set(args)))
         raise ConfigError(f"{origin}: '{key}' is not a {families.family(family).SCRIPT} argument{hint}")
     spec = args[key]
     if spec["kind"] == "flag":

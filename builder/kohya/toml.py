@@ -22,6 +22,7 @@ from builder.caption.clip_tokenizer import (
     ensure_clip_tokenizer,
     tokenizer_cache_root,
 )
+from builder.caption.t5_tokenizer import T5_CACHE_NAME, ensure_t5_tokenizer, load_t5_counter
 from builder.caption.text import required_max_token_length
 from builder.config import Config
 from builder.console import console
@@ -33,6 +34,7 @@ from builder.kohya.schema import check_train_value, dataset_keys
 from builder.kohya.validation import validation_args, validation_dataset
 
 CLIP_CHUNK = 75  # tokens per CLIP window; sd-scripts accepts 150 or 225 as longer limits
+MODEL_KEYS = frozenset({"ae", "clip_l", "t5xxl", "model_type"})  # a family's model files go in [model]
 MAX_TOKEN_CHOICES = (75, 150, 225)
 
 
@@ -110,7 +112,10 @@ def prepare_tokenizer_cache(cfg: Config, family: str = families.DEFAULT) -> Path
     if not cfg.kohya.tokenizer_cache_dir:
         try:
             for name in families.family(family).TOKENIZERS:
-                ensure_clip_tokenizer(cfg.runtime.weights_dir, name)
+                if name == T5_CACHE_NAME:
+                    ensure_t5_tokenizer(cfg.runtime.weights_dir, cfg.paths.sd_scripts)
+                else:
+                    ensure_clip_tokenizer(cfg.runtime.weights_dir, name)
         except BuilderError as exc:
             console.print(f"[yellow]{escape(str(exc))}; sd-scripts will download the tokenizer into {folder}[/yellow]")
     return folder
@@ -191,6 +196,22 @@ def max_token_length_for(captions: list[str], cfg: Config) -> int:
     return needed or CLIP_CHUNK
 
 
+def check_t5_budget(captions: list[str], cfg: Config, limit: int) -> int:
+    """How many captions T5 would cut at t5xxl_max_token_length (a warning names them); 0 when uncounted."""
+    try:
+        counter = load_t5_counter(cfg.runtime.weights_dir, cfg.paths.sd_scripts, cfg.kohya.tokenizer_cache_dir)
+    except BuilderError as exc:
+        console.print(f"[yellow]cannot count T5 tokens ({escape(str(exc))}); captions over {limit} are cut[/yellow]")
+        return 0
+    over = [c for c in captions if counter.count(c) > limit]
+    if over:
+        console.print(
+            f"[yellow]{len(over)} of {len(captions)} captions are longer than t5xxl_max_token_length = {limit} T5 "
+            f"tokens and will be cut, e.g. {escape(over[0][:80])!r}...; shorten them or raise it in kohya.extra_args[/yellow]"
+        )
+    return len(over)
+
+
 # --- the two documents ---
 
 def dataset_config(
@@ -202,7 +223,8 @@ def dataset_config(
         **preset.dataset,
         # sd-scripts' default is ".caption": a .txt dataset must say so or trains captionless.
         "caption_extension": ds.caption_extension or cfg.caption.extension,
-        "shuffle_caption": cfg.kohya.shuffle_caption,
+        # A sentence caption shuffled at its commas is no longer a sentence (FLUX's T5 reads sentences).
+        "shuffle_caption": cfg.kohya.shuffle_caption and not families.family(family).SENTENCE_CAPTIONS,
         "keep_tokens": keep_tokens,
     }
     subsets: list[dict[str, Any]] = [{
@@ -334,7 +356,15 @@ def training_config(
             "sample_every_n_epochs": k.sample_every_n_epochs,
             "sample_sampler": k.sample_sampler,
         }
-    doc["training"].update(families.family(family).derived_train_args(cfg))
+    # The family's arguments replace the common ones where both have a key (FLUX: the transformer
+    # as pretrained_model_name_or_path, networks.lora_flux); its tunable defaults give way to the preset.
+    for key, value in families.family(family).derived_train_args(cfg).items():
+        if key in preset.train:
+            continue
+        table = next((t for t in doc.values() if key in t), doc["model" if key in MODEL_KEYS else "training"])
+        table[key] = value
+    if "t5xxl_max_token_length" in flatten(doc) or "t5xxl_max_token_length" in preset.train:
+        model.pop("max_token_length", None)  # CLIP's; flux_train_network.py ignores it with a warning
     if ds.val_dir is not None:
         doc["training"].update(validation_args(cfg))
     doc["preset"] = dict(preset.train)

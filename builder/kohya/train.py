@@ -114,14 +114,29 @@ def find_accelerate(
 def check_base_model(value: str) -> Path:
     if not value:
         raise BuilderError("base model not given: pass --base-model FILE or set paths.base_model")
+    from builder.base_model import check_local
+
     path = Path(value).expanduser()
     if not path.exists():
         raise BuilderError(f"base model {path} does not exist")
-    if path.is_dir() and not (path / "model_index.json").is_file():
-        raise BuilderError(f"base model {path} is a folder without model_index.json (not a diffusers model)")
     if path.is_file() and path.suffix.lower() not in (".safetensors", ".ckpt", ".pt", ".bin"):
         raise BuilderError(f"base model {path}: expected a .safetensors or .ckpt file or a diffusers folder")
+    if path.is_dir() or path.suffix.lower() == ".safetensors":
+        check_local(path)  # a diffusers folder, or a FLUX/Chroma set with every part
     return path
+
+
+def _pretrained(base_model: str) -> str:
+    """What config.toml's pretrained_model_name_or_path is for this base model (FLUX: its transformer)."""
+    from builder.families import flux
+
+    path = Path(base_model).expanduser().resolve()
+    try:
+        if path.is_dir() and flux.find_parts(path):
+            return str(flux.base_set(path).transformer.resolve())
+    except BuilderError:
+        pass  # check_base_model reports it
+    return str(path)
 
 
 def read_config_toml(config: Path) -> dict:
@@ -262,7 +277,7 @@ def train_lora(out: Path, cfg: Config, write_configs: bool = False, dry_run: boo
 
     config = out / CONFIG_TOML
     current = read_config_toml(config).get("pretrained_model_name_or_path") if config.is_file() else None
-    wanted = str(Path(cfg.paths.base_model).expanduser().resolve()) if cfg.paths.base_model else None
+    wanted = _pretrained(cfg.paths.base_model) if cfg.paths.base_model else None
     if write_configs or not config.is_file() or (base_model_given and current != wanted):
         check_base_model(cfg.paths.base_model)
         files = write_kohya_files(out, cfg)

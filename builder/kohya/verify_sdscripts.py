@@ -15,7 +15,10 @@ config.toml, ConfigSanitizer + BlueprintGenerator on dataset_config.toml, buildi
 DreamBooth dataset (folder scan, repeats, caption reading), and ``load_prompts``. An SDXL
 run folder (config.toml written for sdxl_train_network.py) goes through that script's parser
 and its own checks too: ``sdxl_train_util.verify_sdxl_training_args`` and
-``SdxlNetworkTrainer.assert_extra_args`` (text-encoder caching rules, bucket steps of 32).
+``SdxlNetworkTrainer.assert_extra_args`` (text-encoder caching rules, bucket steps of 32). A FLUX
+or Chroma run folder (flux_train_network.py) goes through that script's parser,
+``flux_utils.analyze_checkpoint_state`` on the transformer (dev or schnell, block counts) and
+``FluxNetworkTrainer.assert_extra_args`` (which runs train_network.py's checks first: bucket steps of 64).
 """
 
 from __future__ import annotations
@@ -56,6 +59,16 @@ def _sdxl_parser() -> argparse.ArgumentParser:
     return sdxl_train_network.setup_parser()
 
 
+def _flux_parser() -> argparse.ArgumentParser:
+    import flux_train_network  # type: ignore[import-not-found]
+
+    return flux_train_network.setup_parser()
+
+
+# The script a run folder's config.toml was written for -> its parser.
+PARSERS = {"sdxl_train_network.py": _sdxl_parser, "flux_train_network.py": _flux_parser}
+
+
 def _argument_record(action: argparse.Action) -> dict[str, Any]:
     flag = isinstance(action, argparse._StoreTrueAction | argparse._StoreFalseAction)
     record: dict[str, Any] = {"kind": "flag" if flag else "value"}
@@ -86,6 +99,8 @@ def collect_schema(
     arguments = {a.dest: _argument_record(a) for a in parser._actions if a.dest != "help"}
     # sdxl_train_network.py: train_network's parser plus sdxl_train_util.add_sdxl_training_arguments.
     sdxl_only = {a.dest: _argument_record(a) for a in _sdxl_parser()._actions if a.dest not in arguments and a.dest != "help"}
+    # flux_train_network.py: train_network's plus add_dit_training_arguments, add_flux_train_arguments, split_mode.
+    flux_only = {a.dest: _argument_record(a) for a in _flux_parser()._actions if a.dest not in arguments and a.dest != "help"}
     # The same sanitizer train_network builds (masked_loss off: no ControlNet-style subsets).
     sanitizer = config_util.ConfigSanitizer(True, True, False, True)
     schema: dict[str, Any] = {
@@ -100,6 +115,7 @@ def collect_schema(
         },
         "train_network_arguments": dict(sorted(arguments.items())),
         "sdxl_train_network_arguments": dict(sorted(sdxl_only.items())),
+        "flux_train_network_arguments": dict(sorted(flux_only.items())),
     }
     if kohya_ss is None and SCHEMA_PATH.is_file():
         # Re-recording sd-scripts alone keeps the GUI's record as it was.
@@ -122,7 +138,8 @@ def check_run(sd_scripts: Path, run: Path) -> list[str]:
     config_file = str(run / "config.toml")
     script = Path(config_file).read_text(encoding="utf-8").split(" ", 2)[1]  # "# <script> --config_file ..."
     sdxl = script == "sdxl_train_network.py"
-    parser = _sdxl_parser() if sdxl else train_network.setup_parser()
+    is_flux = script == "flux_train_network.py"
+    parser = PARSERS[script]() if script in PARSERS else train_network.setup_parser()
     # read_config_from_file re-parses sys.argv, exactly as `<script> --config_file X` would.
     sys.argv = [script, "--config_file", config_file]
     args = parser.parse_args()
@@ -145,6 +162,17 @@ def check_run(sd_scripts: Path, run: Path) -> list[str]:
         sdxl_train_util.verify_sdxl_training_args(args)
         report.append("sdxl_train_util.verify_sdxl_training_args: passed")
     report.append(f"resolution {args.resolution!r}, max_token_length {args.max_token_length}")
+    if is_flux and args.model_type != "chroma":  # get_tokenize_strategy skips it for Chroma too
+        from library import flux_utils  # type: ignore[import-not-found]
+
+        # What get_tokenize_strategy and load_flow_model read from the transformer's keys.
+        diffusers, schnell, blocks, _ = flux_utils.analyze_checkpoint_state(args.pretrained_model_name_or_path)
+        report.append(
+            f"flux_utils.analyze_checkpoint_state: diffusers={diffusers}, schnell={schnell}, blocks {blocks}; "
+            f"model_type {args.model_type}, guidance_scale {args.guidance_scale}, timestep_sampling "
+            f"{args.timestep_sampling}, t5xxl_max_token_length {args.t5xxl_max_token_length}, "
+            f"apply_t5_attn_mask {args.apply_t5_attn_mask}, fp8_base {args.fp8_base}"
+        )
 
     user_config = config_util.load_user_config(args.dataset_config)
     # train_network.py builds its sanitizer with args.masked_loss; masked_loss=True is the
@@ -162,6 +190,16 @@ def check_run(sd_scripts: Path, run: Path) -> list[str]:
         report.append(
             f"SdxlNetworkTrainer.assert_extra_args: passed (cache_text_encoder_outputs={args.cache_text_encoder_outputs}, "
             f"network_train_unet_only={args.network_train_unet_only}, bucket_reso_steps {group.datasets[0].bucket_reso_steps})"
+        )
+    if is_flux:
+        import flux_train_network  # type: ignore[import-not-found]
+
+        trainer = flux_train_network.FluxNetworkTrainer()
+        trainer.assert_extra_args(args, group, None)
+        report.append(
+            f"FluxNetworkTrainer.assert_extra_args: passed (model_type={trainer.model_type}, use_clip_l={trainer.use_clip_l}, "
+            f"cache_text_encoder_outputs={args.cache_text_encoder_outputs}, train_clip_l={trainer.train_clip_l}, "
+            f"bucket_reso_steps {group.datasets[0].bucket_reso_steps})"
         )
     for dataset in group.datasets:
         for subset in dataset.subsets:
