@@ -228,5 +228,8 @@ def test_a_full_body_photo_gives_a_closeup_with_the_face_where_the_geometry_says
     predicted = align.edge_box_in_crop(face.box, plan.box, 512)
     side = predicted[2] - predicted[0]
     assert side / 512 == pytest.approx(DatasetConfig().closeup_face_share, rel=0.02)
-    # dlib's box of the same face moves by a few per cent of its side between two framings
-    np.testing.assert_allclose(found[0].box, predicted, atol=0.06 * side)
+    # dlib's HOG boxes come in scale steps (about 10% apart), so its box of the same face in two
+    # framings differs in size; its centre stays put
+    got = found[0].box
+    np.testing.assert_allclose((got[:2] + got[2:]) / 2, (predicted[:2] + predicted[2:]) / 2, atol=0.03 * side)
+    assert (got[2] - got[0]) / side == pytest.approx(1.0, abs=0.15)
