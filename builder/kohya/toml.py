@@ -229,6 +229,9 @@ def add_masks(subsets: list[dict[str, Any]], ds: KohyaDataset) -> None:
     for subset in subsets:
         if not subset.get("is_reg") and Path(subset["image_dir"]) == ds.image_dir.resolve():
             subset["conditioning_data_dir"] = str(ds.mask_dir.resolve())
+            # sd-scripts' masked (ControlNet-style) subsets read captions from files only;
+            # attach_masks made sure every image has one
+            subset.pop("class_tokens", None)
 
 
 def masked_loss_args(ds: KohyaDataset) -> dict[str, Any]:
