@@ -33,6 +33,7 @@ class IdentitySwapper:
 
 class IdentityRestorer:
     name = "identity"
+    template = "ffhq"
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
         return crops.copy()

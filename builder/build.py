@@ -8,6 +8,7 @@ memory at once, so memory stays flat however large the donor folder is.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,10 +21,12 @@ from builder import families
 from builder.config import Config
 from builder.console import console, progress
 from builder.dataset import closeups, loss_masks
+from builder.dataset.plan import TRAIN, VALIDATION, DatasetPlan, plan_dataset, write_plan
+from builder.dataset.validation import check_before_work
 from builder.errors import BuilderError, ImageError
 from builder.faces import align
 from builder.faces.detect import make_detector
-from builder.faces.identity import make_judge
+from builder.faces.identity import judge_thresholds, make_judge, make_report_judge
 from builder.faces.select import select_donor_face
 from builder.faces.types import Face
 from builder.io import (
@@ -36,6 +39,7 @@ from builder.io import (
     write_image,
 )
 from builder.kohya.dataset import CAPTION_EXTENSIONS, instance_dir, kohya_images
+from builder.kohya.validation import validation_dir
 from builder.manifest import (
     BY_OVERRIDE,
     BY_PARENT,
@@ -71,6 +75,7 @@ class Models:
     detector: object
     judge: object
     fused: FusedPass
+    report_judge: object | None = None  # faces.report_judge; the judge itself where both are one network
     segmenter: object | None = None  # the loss masks' person segmenter (dataset.masks)
 
 
@@ -82,15 +87,17 @@ def load_models(cfg: Config) -> Models:
     restorers = load_restorers(cfg, device)
     parser = load_parser(cfg, device) if cfg.swap.needs_parser else None
     judge = make_judge(cfg)
+    report_judge = make_report_judge(cfg, judge)
     # the swapper best-of skips a swap that "did not take" by the quality filter's own threshold
     _, max_donor = identity_thresholds(cfg.quality, cfg.faces.judge)
-    fused = FusedPass(swappers, restorers, parser, cfg.swap, judge, max_donor)
+    report_max_donor = judge_thresholds(cfg.faces.report_judge, "faces.report_judge").still_donor
+    fused = FusedPass(swappers, restorers, parser, cfg.swap, judge, max_donor, report_judge, report_max_donor)
     segmenter = None
     if cfg.dataset.masks:
         from builder.dataset.segmenter import load_segmenter
 
         segmenter = load_segmenter(cfg)
-    return Models(make_detector(cfg), judge, fused, segmenter)
+    return Models(make_detector(cfg), judge, fused, report_judge, segmenter)
 
 
 @dataclass
@@ -118,6 +125,7 @@ class BuildSummary:
     source: SourceIdentity | None
     seconds: float
     records: list[Record]
+    plan: DatasetPlan | None = None  # which kept results train, validate or are left out
 
 
 def _prefetch(paths: list[Path], load: Callable[[Path], np.ndarray], depth: int) -> Iterator[tuple[Path, Future]]:
@@ -173,6 +181,7 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
     remove_stale_temps(out)  # a killed run's half-written files; their finished twins are intact
     manifest = Manifest(out / MANIFEST)
     photos = list_images(donors)
+    check_before_work(len(photos), cfg.dataset)  # a set validation share that cannot work fails now
     todo = [p for p in photos if not manifest.done(_key(p, donors), out)]
     processed = 0
     source = None
@@ -181,7 +190,7 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
         source = _source(cfg, models, out)
         processed = _process(todo, photos, donors, source, cfg, models, manifest, out)
 
-    image_dir = settle(out, cfg, manifest)
+    image_dir, plan = settle(out, cfg, manifest)
     records = list(manifest.records.values())
     return BuildSummary(
         out=out,
@@ -194,12 +203,14 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
         source=source,
         seconds=time.perf_counter() - start,
         records=records,
+        plan=plan,
     )
 
 
 def _source(cfg: Config, models: Models, out: Path) -> SourceIdentity:
     source = source_identity(
-        source_paths(cfg.paths.source), models.detector, models.fused.swappers, models.judge, cfg.runtime.max_pixels
+        source_paths(cfg.paths.source), models.detector, models.fused.swappers, models.judge, cfg.runtime.max_pixels,
+        report_judge=models.report_judge,
     )
     atomic_write_json(out / SOURCE_REPORT, {"used": source.used, "failed": [list(f) for f in source.failed]})
     for path, reason in source.failed:
@@ -299,7 +310,10 @@ def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models
     for p, res in zip(batch, results, strict=True):
         name = result_name(p.key)
         t0 = time.perf_counter()
-        scores = score_result(p.image, res.image, p.face, source.judge, models.judge, models.detector)
+        scores = score_result(
+            p.image, res.image, p.face, source.judge, models.judge, models.detector,
+            report_judge=models.report_judge, report_source_identity=source.report,
+        )
         quality = assess(name, scores, cfg.quality)
         t1 = time.perf_counter()
         shaped = _shape_result(p, res, name, quality, source, cfg, models, out)
@@ -316,7 +330,11 @@ def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models
                 output=f"{RESULTS}/{name}",
                 face=_face_dict(p.face),
                 donor_face=p.donor_face,
-                transforms={"swap": np.round(res.m_swap, 6).tolist(), "ffhq": np.round(res.m_ffhq, 6).tolist()},
+                transforms={
+                    "swap": np.round(res.m_swap, 6).tolist(),
+                    "ffhq": np.round(res.m_ffhq, 6).tolist(),
+                    "restore": np.round(res.m_restore, 6).tolist(),
+                },
                 paste_mask=res.paste_mask,
                 choice=res.choice_dict(),
                 quality=quality.to_dict(),
@@ -422,13 +440,15 @@ def _closeup_record(
     )
 
 
-def settle(out: Path, cfg: Config, manifest: Manifest) -> Path | None:
-    """Final decisions that need every photo (duplicates, --keep N), then the image folder.
+def settle(out: Path, cfg: Config, manifest: Manifest) -> tuple[Path | None, DatasetPlan]:
+    """Final decisions that need every photo (duplicates, --keep N), then the image folders.
 
     Deterministic from the manifest and overrides.json alone, so a resumed run settles
     exactly like an uninterrupted one. Per-photo rejections stay; only kept results can
     become rejected. A person's keep/reject (overrides.json) wins over everything, and a
     photo they rejected leaves the ranking, so its near-duplicate twin can come back.
+    Of the kept results, the dataset plan (builder.dataset) says which train and which
+    validate; each record's ``dataset`` field and dataset_plan.json record it.
     """
     overrides = load_overrides(out)
     scored = [r for r in manifest.records.values() if r.status != FAILED and r.quality]
@@ -453,9 +473,19 @@ def settle(out: Path, cfg: Config, manifest: Manifest) -> Path | None:
             r.status, r.decided_by = (KEPT if a.decision.kept else REJECTED), BY_SCORES
         r.quality = {**a.to_dict(), "per_photo_reasons": _per_photo_reasons(r)}
     _settle_closeups(manifest.records, cfg)
+    kept = [r for r, _, _ in items if r.status == KEPT]
+    plan = plan_dataset(kept, cfg)
+    for r, _, _ in items:
+        r.dataset = plan.record_field(r.key)
     manifest.rewrite()
+    write_plan(out, plan)
     captions = {Path(r.output).name: overrides[r.key]["caption"].value for r, _, _ in items if "caption" in overrides.get(r.key, {})}
-    return _sync_image_folder(out, cfg, [r for r, _, _ in items if r.status == KEPT], captions)
+    folders = {
+        instance_dir(out, cfg): [r for r in kept if plan.roles.get(r.key) == TRAIN],
+        validation_dir(out, cfg): [r for r in kept if plan.roles.get(r.key) == VALIDATION],
+    }
+    _sync_image_folders(out, cfg, folders, captions)
+    return next(iter(folders)), plan
 
 
 def _settle_closeups(records: dict[str, Record], cfg: Config) -> None:
@@ -487,14 +517,36 @@ def _per_photo_reasons(record: Record) -> list[str]:
     return list(q.get("reasons", []))
 
 
-def _sync_image_folder(out: Path, cfg: Config, kept: list[Record], captions: dict[str, str]) -> Path | None:
-    """Make img/<N>_<trigger> <class>/ hold exactly the kept results, under their stable names.
+def _sync_image_folders(out: Path, cfg: Config, folders: dict[Path, list[Record]], captions: dict[str, str]) -> None:
+    """Make each folder (img/<N>_<trigger> <class>/, val/1_<trigger> <class>/) hold exactly its results.
+
+    A result moving between them (a validation photo that trains again) takes its caption
+    file along, so it is not captioned twice and a hand edit stays with it.
+    """
+    for folder, records in folders.items():
+        names = {Path(r.output).name for r in records if r.output}
+        for other in folders:
+            if other == folder or not other.is_dir():
+                continue
+            for name in names:
+                for ext in CAPTION_EXTENSIONS:
+                    src, dst = (other / name).with_suffix(ext), (folder / name).with_suffix(ext)
+                    if src.is_file() and not dst.exists():
+                        folder.mkdir(parents=True, exist_ok=True)
+                        os.replace(src, dst)
+    for folder, records in folders.items():
+        if records or folder.is_dir():
+            _sync_image_folder(out, cfg, folder, records, captions)
+
+
+def _sync_image_folder(out: Path, cfg: Config, folder: Path, kept: list[Record], captions: dict[str, str]) -> None:
+    """Make ``folder`` hold exactly the results ``kept``, under their stable names.
 
     Names come from the donor photo's path, so a caption stays attached to its image
     across runs; a result that stops being kept loses its image and its caption. A caption
     a person wrote (``captions``: image name -> text) is written whenever its image is here.
     """
-    folder = instance_dir(out, cfg)
+    folder.mkdir(parents=True, exist_ok=True)
     wanted = {Path(r.output).name: out / r.output for r in kept if r.output}
     for existing in kohya_images(folder):
         if existing.name not in wanted:
@@ -509,4 +561,3 @@ def _sync_image_folder(out: Path, cfg: Config, kept: list[Record], captions: dic
             caption = dst.with_suffix(cfg.caption.extension)
             if not caption.is_file() or caption.read_text(encoding="utf-8") != captions[name]:
                 atomic_write_text(caption, captions[name])
-    return folder

@@ -60,7 +60,11 @@ class FacesConfig:
     det_size: int = 640
     det_threshold: float = 0.5
     donor_face: Literal["largest", "consistent"] = "largest"
-    judge: Literal["insightface", "dlib"] = "insightface"  # recognition net that scores identity
+    judge: Literal["insightface", "dlib"] = "insightface"  # recognition net that selects: best-of and the filter
+    # Recognition net that scores what is reported (manifest report scores, contact sheet, summary,
+    # sample report). Not of InsightFace's ArcFace family, which the sources' generator, the
+    # swappers and identity adapters all condition on, so it is a check the best-of did not maximise.
+    report_judge: Literal["dlib"] = "dlib"
     max_faces: int = 10  # detections kept per photo, largest first
     ambiguous_ratio: float = 0.8  # "largest": skip a photo whose 2nd face has over this share of the 1st's area
     dlib_max_side: int = 1024  # dlib's HOG scans a copy at most this long; landmarks use full resolution
@@ -81,7 +85,8 @@ class SwapConfig:
     mouth_dilate: int = 9  # px in the 512 crop
     mouth_feather: int = 11  # px in the 512 crop
     restorer: Literal[
-        "codeformer", "gfpgan", "gpen_bfr_512", "restoreformer++", "restoreformer", "none", "best"
+        "codeformer", "gfpgan", "gpen_bfr_512", "restoreformer++", "restoreformer", "restoreformer_ckpt", "none",
+        "best",
     ] = "codeformer"
     # "best" restores each face with every candidate spec ("name" or "name:key=value") and keeps
     # the one the judge finds closest to the source (ties: the sharper)
@@ -214,6 +219,12 @@ class SampleConfig:
     prompts: str = ""  # kohya prompt file; empty: <out>/sample_prompts.txt, else built from [character]
     model_config: str = ""  # diffusers config folder (or repo id) for a single-file base model; offline: a local folder
     score: bool = True  # identity-score the samples against the source photos
+    # An epoch leaks the donor when more than this share of its samples is closer (report judge)
+    # to the donor's median identity than to the source's.
+    max_donor_share: float = 0.25
+    adherence: bool = True  # CLIP image-text score of each sample against its prompt without the trigger
+    # An epoch whose mean adherence is more than this below the base model's (CLIP cosine) is overfit.
+    adherence_margin: float = 0.03
 
 
 # PhotoMaker prompts: "{class_word}" becomes [character] class_word, followed by the trigger
@@ -256,6 +267,21 @@ class SourcesConfig:
     min_identity: float | None = None  # judge cosine to the given photos; unset: the judge's calibrated value
 
 
+# Class prompts for --reg-generate: "{class_word}" becomes [character] class_word. Varied
+# framing, light and place, so the class prior the LoRA is held to is not one picture.
+REG_PROMPTS = [
+    "photo of a {class_word}",
+    "close-up portrait photo of a {class_word}, soft light",
+    "photo of a {class_word}, three-quarter view, outdoors",
+    "photo of a {class_word}, profile view, studio lighting",
+    "candid photo of a {class_word}, city street, daylight",
+    "photo of a {class_word} smiling, indoors, warm light",
+    "full body photo of a {class_word}, park",
+    "photo of a {class_word}, looking up, overcast sky",
+]
+VALIDATION_SHARE = 0.1  # [dataset] validation_share when unset
+
+
 @dataclass
 class DatasetConfig:
     """How the training set is shaped from the kept results (README, dataset)."""
@@ -276,6 +302,26 @@ class DatasetConfig:
     mask_others: float = 0.0  # loss weight of other people told apart from the character
     mask_dilate: int = 8  # px the character grows by; at least 8 (sd-scripts applies masks at 1/8)
     mask_min_person: float = 0.01  # a mask whose character covers less of the image is refused
+
+    # --- pose balance, validation split, regularisation (README, dataset: pose balance ...) ---
+    # cap: no yaw/pitch bin holds more than pose_max_share of the training photos (the best
+    # scored stay); off: every kept photo trains
+    pose_balance: Literal["cap", "off"] = "cap"
+    pose_yaw_edges: list[float] = field(default_factory=lambda: [-35.0, -12.0, 12.0, 35.0])  # degrees, bin edges
+    pose_pitch_edges: list[float] = field(default_factory=lambda: [-15.0, 15.0])  # degrees, bin edges
+    pose_max_share: float = 0.5
+    validation: bool = True  # hold out photos as sd-scripts' validation dataset, once validation_min_photos are kept
+    validation_share: float | None = None  # of the kept photos; unset: VALIDATION_SHARE (a set share is held to min_train_images)
+    validation_min_photos: int = 10  # fewer kept photos: no validation split
+    validation_min_held: int = 2  # photos held out at least
+    min_train_images: int = 8  # a set validation_share that leaves fewer training photos is an error
+    validate_every_n_epochs: int = 1
+    reg_generate: int = 0  # --reg-generate N: render N class images with the base model into reg/
+    reg_prompts: list[str] = field(default_factory=lambda: list(REG_PROMPTS))
+    reg_seed: int = 1000  # image i gets seed reg_seed + i
+    # sd-scripts' differential output preservation on the reg subset (PR #1710): its target is
+    # the base model's own prediction, so the class keeps its look
+    diff_output_preservation: bool = False
 
 
 @dataclass

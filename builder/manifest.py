@@ -47,6 +47,7 @@ class Record:
     quality: dict[str, Any] | None = None  # builder.quality Assessment: scores, combined, reasons
     timings: dict[str, float] = field(default_factory=dict)
     decided_by: str = ""  # BY_SCORES, BY_RANDOM_WEIGHTS or BY_OVERRIDE ("" for a failed photo)
+    dataset: dict[str, Any] | None = None  # builder.dataset plan: role (train, validation, ...), pose bin, reason
     override: dict[str, str] | None = None  # the overrides.json stamp (value, by, at) behind the status
     # ---- close-ups and loss masks (builder.dataset) ----
     parent: str | None = None  # a close-up: the key of the photo whose result it was cut from

@@ -21,11 +21,16 @@ from builder.caption.recaption import CaptionSummary, recaption
 from builder.config import Config
 from builder.console import console
 from builder.contact_sheet import write_mask_sheet, write_quality_sheets
+from builder.dataset.plan import label as plan_label
+from builder.dataset.summary import print_dataset_summary
 from builder.errors import BuilderError
+from builder.faces.identity import judges_sentence, same_network
+from builder.kohya.dataset import kohya_images
 from builder.kohya.files import KohyaFiles, write_kohya_files
+from builder.kohya.validation import validation_dir
 from builder.manifest import FAILED, KEPT, Tally
 from builder.quality.decide import Assessment
-from builder.quality.summary import summarize
+from builder.quality.summary import agreement_sentence, judge_agreement, summarize
 
 STAGES = ("sources", "build", "caption", "train", "sample")
 
@@ -63,7 +68,9 @@ def stage_build(cfg: Config, run: RunSummary) -> None:
     summary = run_build(cfg)
     run.build = summary
     write_sheets(summary, cfg)
-    print_build_summary(summary)
+    print_build_summary(summary, cfg)
+    if summary.plan is not None:
+        print_dataset_summary(summary.plan)
     if summary.kept == 0:
         raise BuilderError(
             f"no result passed the quality filters ({summary.rejected} rejected, {summary.failed} unusable); "
@@ -75,13 +82,23 @@ def stage_build(cfg: Config, run: RunSummary) -> None:
 def stage_caption(cfg: Config, run: RunSummary) -> None:
     out = Path(cfg.paths.out)
     captions = recaption(out, cfg, trigger=cfg.character.trigger, class_word=cfg.character.class_word)
+    held_out = validation_dir(out, cfg)
+    if kohya_images(held_out):  # the validation photos are captioned like the training ones
+        captions.merge(recaption(held_out.parent, cfg, trigger=cfg.character.trigger, class_word=cfg.character.class_word))
     run.captions = captions
     if captions.failed:
         raise BuilderError(f"{len(captions.failed)} image(s) could not be captioned, e.g. {captions.failed[0][0]}: {captions.failed[0][1]}")
+    reg = ""
+    if cfg.dataset.reg_generate:
+        from builder.sources.reg import generate_reg
+
+        reg = "; reg: " + generate_reg(cfg, out).describe()
     run.kohya = write_kohya_files(out, cfg, cfg.caption.extension)
+    val = run.kohya.dataset.val_images
     run.stages["caption"] = (
         f"{len(captions.captioned)} captioned, {len(captions.skipped)} already had one; "
-        f"TOMLs in {out} (repeats {run.kohya.dataset.repeats})"
+        f"TOMLs in {out} (repeats {run.kohya.dataset.repeats}"
+        + (f", {len(val)} validation photos" if val else ", no validation split") + f"){reg}"
     )
 
 
@@ -115,6 +132,11 @@ def stage_sample(cfg: Config, run: RunSummary) -> None:
 RUNNERS = {"sources": stage_sources, "build": stage_build, "caption": stage_caption, "train": stage_train, "sample": stage_sample}
 
 
+def needs_base_model(cfg: Config, stages: tuple[str, ...]) -> bool:
+    """Training, sampling, and the caption stage when it renders reg images (--reg-generate)."""
+    return bool({"train", "sample"} & set(stages)) or (bool(cfg.dataset.reg_generate) and "caption" in stages)
+
+
 def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
     """Registry files these stages will read that are not in the cache yet.
 
@@ -126,8 +148,12 @@ def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
     from builder.needs import needed_for
 
     names = needed_for(cfg)
-    if not {"train", "sample"} & set(stages):
+    if not needs_base_model(cfg, stages):
         names = [n for n in names if not W.REGISTRY[n].family]
+    if "sample" in stages:
+        from builder.sample.adherence import needed_weights as sample_weights
+
+        names += [n for n in sample_weights(cfg) if n not in names]
     if "sources" in stages:  # after the filter: the sources' SDXL base is needed without training
         from builder.sources.stage import needed_weights
 
@@ -150,7 +176,7 @@ def preflight(cfg: Config, stages: tuple[str, ...]) -> None:
         from builder.kohya.train import check_sd_scripts, find_accelerate
 
         find_accelerate(check_sd_scripts(cfg.paths.sd_scripts), cfg.kohya.accelerate)
-    if {"train", "sample"} & set(stages):
+    if needs_base_model(cfg, stages):
         check_base_model(base_model_spec(cfg), cfg)
 
 
@@ -166,7 +192,7 @@ def ensure_weights(cfg: Config, stages: tuple[str, ...]) -> None:
     if missing:
         console.print(f"fetching {len(missing)} model file(s) this run needs: {', '.join(missing)}")
         fetch(missing, cfg.runtime.weights_dir)
-    if {"train", "sample"} & set(stages):
+    if needs_base_model(cfg, stages):
         base = resolve_base_model(base_model_spec(cfg), cfg)
         console.print(f"base model: {base.path} ({base.source}{', ' + base.family_hint if base.family_hint else ''})")
         cfg.paths.base_model = str(base.path)
@@ -227,8 +253,9 @@ def write_sheets(summary: BuildSummary, cfg: Config) -> None:
         assessment = Assessment.from_dict(r.quality)
         assessment.decision.kept = r.status == KEPT  # --random-weights keeps what the scores reject
         pictures.append((shown, assessment))
-        if label := chosen_label(r.choice):
-            made_by[assessment.name] = label
+        tags = [t for t in (chosen_label(r.choice), plan_label(r.dataset)) if t]
+        if tags:
+            made_by[assessment.name] = " | ".join(tags)
     write_quality_sheets(pictures, summary.out, max_pixels=cfg.runtime.max_pixels, made_by=made_by)
     masked = [
         (summary.out / r.output, summary.out / r.mask, f"{Path(r.output).name}{' (close-up)' if r.parent else ''}")
@@ -239,12 +266,17 @@ def write_sheets(summary: BuildSummary, cfg: Config) -> None:
 
 
 def chosen_label(choice: dict | None) -> str:
-    """"hyperswap_1a_256 + gfpgan": the stages whose "best" mode picked among candidates."""
-    picked = [c["chosen"] for c in (choice or {}).values() if c.get("candidates")]
+    """"hyperswap_1a_256 + gfpgan": the stages whose "best" mode picked among candidates; where the
+    report judge would have kept another candidate, "(report: ghost)" follows the pick."""
+    picked = []
+    for c in (choice or {}).values():
+        if c.get("candidates"):
+            other = c.get("report_chosen")
+            picked.append(c["chosen"] + (f" (report: {other})" if other and other != c["chosen"] else ""))
     return " + ".join(picked)
 
 
-def print_build_summary(summary: BuildSummary) -> None:
+def print_build_summary(summary: BuildSummary, cfg: Config) -> None:
     tally = Tally.of(summary.records)
     scored = [r.quality for r in summary.records if r.quality and r.status != FAILED]
     console.print(summarize(scored, title=f"Quality filter: the scores kept {tally.scores_kept} of {len(scored)} results"))
@@ -260,6 +292,12 @@ def print_build_summary(summary: BuildSummary) -> None:
         f"[bold]build[/bold]: {summary.photos} photos ({summary.processed} this run): {escape(tally.describe())}; "
         f"in {summary.seconds:.1f}s"
     )
+    console.print(f"[bold]judges[/bold]: {escape(judges_sentence(cfg))}")
+    agreement = agreement_sentence(
+        judge_agreement([r.choice for r in summary.records]), cfg.faces.report_judge, same_network(cfg)
+    )
+    if agreement:
+        console.print(escape(agreement))
     console.print(escape(describe_shaping(summary.records)))
 
 

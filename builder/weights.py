@@ -166,6 +166,16 @@ _SPECS = [
         None, None, "Apache-2.0 (TencentARC/GFPGAN, wzhouxiff/RestoreFormer)",
         "RestoreFormer face restorer (GFPGAN's release)", subdir="restoreformer", optional=True,
     ),
+    # URL: RestoreFormerPlusPlus inference.py (-v RestoreFormer) and gradio_demo/app.py. Size
+    # 290,861,237 B and sha256 4a193c71...: a public model manifest that pins this release URL
+    # (no upstream checksum). Not known to equal GFPGAN's RestoreFormer.pth: its own entry.
+    WeightSpec(
+        "restoreformer_ckpt", "RestoreFormer.ckpt",
+        "https://github.com/wzhouxiff/RestoreFormerPlusPlus/releases/download/v1.0.0/RestoreFormer.ckpt",
+        290_861_237, "4a193c716bc27cc0533d1b9307100c671e7b584ffa3ba6648182fea4b3228dff",
+        "Apache-2.0 (wzhouxiff/RestoreFormerPlusPlus)",
+        "RestoreFormer face restorer (RestoreFormer++ repo's release)", subdir="restoreformer", optional=True,
+    ),
     # URLs: facexlib/parsing/__init__.py. sha256: the AUR python-facexlib PKGBUILD (which
     # pairs each release URL with its sha256); sizes: a model-info manifest listing those hashes.
     WeightSpec(
@@ -337,6 +347,17 @@ _SPECS = [
         None, None, "CreativeML Open RAIL++-M (SDXL's; model card: openrail++)",
         "RealVisXL V4.0, SDXL photo fine-tune (PhotoMaker's recommended base)",
         subdir="sdxl", optional=True, family="sdxl",
+    ),
+    # ---- sample: prompt adherence (builder.sample.adherence) ----
+    # OpenAI CLIP ViT-B/32, the TorchScript archive OpenAI publishes (URL as open_clip's
+    # pretrained.py lists it). OpenAI's URLs carry the file's sha256 as their folder name, and
+    # clip.py's downloader checks it; no size is published beside it: unknown.
+    WeightSpec(
+        "clip_vit_b32", "ViT-B-32.pt",
+        "https://openaipublic.azureedge.net/clip/models/"
+        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+        None, "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+        "MIT (openai/CLIP)", "CLIP ViT-B/32: sample prompt adherence", subdir="clip",
     ),
     # ---- sources (PhotoMaker V2) ----
     # TencentARC/PhotoMaker-V2 (inference_pmv2.py: hf_hub_download of photomaker-v2.bin). About

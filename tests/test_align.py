@@ -73,6 +73,47 @@ def test_ffhq_template_scales():
     assert np.allclose(align.ffhq_template(1024), align.FFHQ_512 * 2)
 
 
+# yangxy/GPEN 2c73670 align_faces.get_reference_facial_points((512, 512), 0.25, (0, 0), True), as
+# face_enhancement.py calls it, printed by upstream's own code (float64, 10 decimals).
+GPEN_UPSTREAM_512 = np.array(
+    [
+        [202.0406842819, 242.8839634590],
+        [309.4302455467, 242.2899809219],
+        [256.0767996648, 303.9591703771],
+        [211.9597749333, 366.8281947429],
+        [300.8911249067, 366.3363095162],
+    ]
+)
+
+
+def test_gpen_template_is_upstreams():
+    np.testing.assert_allclose(align.gpen_template(512), GPEN_UPSTREAM_512, atol=1e-4)
+    np.testing.assert_allclose(align.gpen_template(256), GPEN_UPSTREAM_512 / 2, atol=1e-4)
+
+
+def test_gpen_template_is_ffhq_shrunk_and_holds_the_ffhq_crop():
+    m = align.estimate_similarity(align.FFHQ_512, align.gpen_template(512))  # FFHQ crop -> GPEN crop
+    assert align.scale_of(m) == pytest.approx(0.8902, abs=1e-4)
+    np.testing.assert_allclose(m[:, 2], [27.64, 30.90], atol=0.01)
+    apart = np.linalg.norm(align.FFHQ_512 - align.gpen_template(512), axis=1)
+    assert apart.min() > 9.5 and apart.max() < 13.2  # not the FFHQ crop: GPEN needs its own
+    corners = align.transform_points(m, np.array([[-0.5, -0.5], [511.5, 511.5]]))
+    assert corners.min() > 0 and corners.max() < 511  # masks made in the FFHQ crop fit in GPEN's
+
+
+@pytest.mark.parametrize("size", [256, 512])
+def test_restorer_alignment_lands_on_each_template(size):
+    rng = np.random.default_rng(7)
+    m_true = random_similarity(rng)
+    for name, template in (("ffhq", align.ffhq_template(size)), ("gpen", align.gpen_template(size))):
+        kps = align.transform_points(align.invert(m_true), template)
+        np.testing.assert_allclose(
+            align.transform_points(align.restorer_alignment(kps, name, size), kps), template, atol=TOL_PX
+        )
+    with pytest.raises(ValueError, match="restorer template"):
+        align.restorer_alignment(kps, "arcface", size)
+
+
 def test_estimate_similarity_matches_skimage_on_noisy_points():
     rng = np.random.default_rng(1)
     for _ in range(20):

@@ -77,6 +77,7 @@ class SourceRestorer:
     """"Restores" to the source photo's FFHQ crop."""
 
     name = "source"
+    template = "ffhq"
 
     def __init__(self, source: np.ndarray, kps: np.ndarray):
         self.crop = align.warp(source, align.estimate_ffhq(kps, FFHQ_SIZE), FFHQ_SIZE, border="reflect")
@@ -87,6 +88,7 @@ class SourceRestorer:
 
 class BlurRestorer:
     name = "blur"
+    template = "ffhq"
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
         return np.stack([cv2.GaussianBlur(c, (0, 0), 6) for c in crops])
@@ -129,6 +131,35 @@ def test_restorer_best_prefers_the_source_face_and_breaks_ties_by_sharpness(scen
     assert res.restorer == c.chosen == max(c.candidates, key=lambda k: c.candidates[k].source_similarity)
 
 
+class GPENSourceRestorer:
+    """"Restores" to the source photo's crop in GPEN's template."""
+
+    name = "source_gpen"
+    template = "gpen"
+
+    def __init__(self, source: np.ndarray, kps: np.ndarray):
+        self.crop = align.warp(source, align.restorer_alignment(kps, "gpen"), FFHQ_SIZE, border="reflect")
+
+    def restore(self, crops: np.ndarray) -> np.ndarray:
+        return np.stack([self.crop] * len(crops))
+
+
+def test_restorer_best_judges_a_gpen_crop_in_the_ffhq_crop_and_pastes_it_from_its_own(scene) -> None:
+    donor, donor_face, source, source_face, judge, identity = scene
+    gpen = GPENSourceRestorer(source, source_face.kps)
+    fused = FusedPass(IdentitySwapper(), [IdentityRestorer(), gpen], None, PLAIN, judge)
+    res = fused.run([FaceJob(donor, donor_face)], identity)[0]
+    assert res.restorer == "source_gpen"
+    np.testing.assert_array_equal(res.restored_crop, gpen.crop)
+    np.testing.assert_allclose(res.m_restore, align.restorer_alignment(donor_face.kps, "gpen"), atol=1e-9)
+    # scored in the FFHQ crop: as the same face made there (SourceRestorer) scores, within resampling
+    ffhq = FusedPass(IdentitySwapper(), [IdentityRestorer(), SourceRestorer(source, source_face.kps)], None, PLAIN, judge)
+    ref = ffhq.run([FaceJob(donor, donor_face)], identity)[0].choices["restorer"].candidates["source"]
+    got = res.choices["restorer"].candidates["source_gpen"]
+    assert abs(got.source_similarity - ref.source_similarity) < 0.02
+    assert got.source_similarity > res.choices["restorer"].candidates["identity"].source_similarity + 0.05
+
+
 def test_best_needs_a_judge() -> None:
     with pytest.raises(ValueError, match="judge"):
         FusedPass([IdentitySwapper(), IdentitySwapper()], IdentityRestorer(), None, PLAIN)
@@ -155,3 +186,50 @@ def test_candidate_specs_and_shared_codeformer(dlib_cfg) -> None:
     cfg.swap.swapper, cfg.swap.swapper_candidates = "best", ["ghost", "nope"]
     with pytest.raises(ConfigError, match="'nope' is not one of"):
         swappers.weights(cfg)
+
+
+def test_report_pick_and_agreement_over_a_build() -> None:
+    """The report judge's own cosines, by the same rule, say which candidate it would have kept;
+    the build counts the faces where both judges kept the same one."""
+    from builder.pipeline import chosen_label
+    from builder.quality.summary import agreement_sentence, judge_agreement
+    from builder.swap.best import Choice, report_pick
+
+    def both(src: float, rep: float, rep_donor: float = 0.8) -> CandidateScore:
+        return CandidateScore(src, 0.5, 100.0, report_source_similarity=rep, report_donor_similarity=rep_donor)
+
+    agree = {"ghost": both(0.6, 0.95), "inswapper_128": both(0.5, 0.90)}
+    differ = {"ghost": both(0.6, 0.91), "inswapper_128": both(0.5, 0.94)}
+    took = {"ghost": both(0.6, 0.91), "inswapper_128": both(0.5, 0.97, rep_donor=0.99)}  # the report judge's donor
+    assert report_pick(agree, 0.93) == "ghost" and report_pick(differ, 0.93) == "inswapper_128"
+    assert report_pick(took, 0.93) == "ghost"  # by the report judge's own "did not take" threshold
+    assert report_pick({"a": score(0.9)}, 0.93) is None  # scored by one judge only
+    choices = [
+        {"swapper": Choice(pick(s, None), s, report_pick(s, 0.93)).to_dict(), "restorer": {"chosen": "gfpgan"}}
+        for s in (agree, differ, took)
+    ]
+    assert choices[1]["swapper"]["report_chosen"] == "inswapper_128"
+    assert choices[1]["swapper"]["candidates"]["ghost"]["report_source_similarity"] == 0.91
+    assert judge_agreement([*choices, None]) == {"swapper": (2, 3)}
+    assert agreement_sentence({"swapper": (2, 3)}, "dlib", same_network=False) == (
+        "best-of: the report judge (dlib) would have kept the same swapper on 2 of 3 faces"
+    )
+    assert "by construction" in agreement_sentence({"swapper": (3, 3)}, "dlib", same_network=True)
+    assert agreement_sentence({}, "dlib", False) is None
+    assert chosen_label(choices[1]) == "ghost (report: inswapper_128)" and chosen_label(choices[0]) == "ghost"
+
+
+def test_swapper_best_records_what_a_second_judge_would_have_kept(scene, dlib_cfg) -> None:
+    """A second judge instance (the report judge) scores every candidate again in the FFHQ crop."""
+    donor, donor_face, source, source_face, judge, identity = scene
+    report_judge = make_judge(dlib_cfg)
+    assert report_judge is not judge
+    identity = SourceIdentity(identity.vectors, identity.judge, report=identity.judge)
+    candidates = [IdentitySwapper(), SourceSwapper(source, source_face.kps)]
+    fused = FusedPass(candidates, IdentityRestorer(), None, PLAIN, judge, 0.93, report_judge, 0.93)
+    choice = fused.run([FaceJob(donor, donor_face)], identity)[0].choices["swapper"]
+    # The same network on the same crops: the same cosines and the same winner.
+    assert choice.report_chosen == choice.chosen == "source"
+    for s in choice.candidates.values():
+        assert s.report_source_similarity == pytest.approx(s.source_similarity, abs=1e-6)
+        assert s.report_donor_similarity == pytest.approx(s.donor_similarity, abs=1e-6)

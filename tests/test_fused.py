@@ -104,6 +104,56 @@ def test_mouth_transplant_puts_the_donor_mouth_back(jobs):
     assert np.all(without.run([job], fixed_source(without, np.ones(512, np.float32)))[0].restored_crop[mouth] == 77)
 
 
+class GPENTemplateRestorer(IdentityRestorer):
+    """Restores nothing, in GPEN's crop: what reaches it and where it goes back is the geometry."""
+
+    name = "gpen_identity"
+    template = "gpen"
+
+
+def test_gpen_template_restorer_gets_its_own_crop_in_one_resampling(jobs):
+    """GPEN's crop is made like the FFHQ one: the photo warped once, the swap carried in once."""
+    fused = FusedPass(IdentitySwapper(), GPENTemplateRestorer(), None, SwapConfig(mouth=False, paste_mask="box"))
+    job = jobs[1]
+    res = fused.run([job], fixed_source(fused, np.ones(512, np.float32)))[0]
+    m_gpen = align.restorer_alignment(job.face.kps, "gpen")
+    np.testing.assert_allclose(res.m_restore, m_gpen, atol=1e-9)
+    np.testing.assert_allclose(res.m_ffhq, align.estimate_ffhq(job.face.kps), atol=1e-9)
+    # GPEN's crop: the landmarks centred on its template, the face about 0.89 of its FFHQ size
+    centre = align.transform_points(res.m_restore, job.face.kps).mean(axis=0)
+    np.testing.assert_allclose(centre, align.gpen_template().mean(axis=0), atol=1e-6)
+    assert 0.85 < align.scale_of(res.m_restore) / align.scale_of(res.m_ffhq) < 0.95
+    direct = align.warp(job.image, m_gpen, FFHQ_SIZE)
+    inner = slice(160, 400)
+    diff = np.abs(res.restored_crop[inner, inner].astype(int) - direct[inner, inner].astype(int))
+    assert diff.mean() < 0.7 and np.percentile(diff, 99) <= 5  # as the FFHQ carry: one resampling
+    # the pasted region is the FFHQ one, whichever crop it came from
+    ffhq = FusedPass(IdentitySwapper(), IdentityRestorer(), None, SwapConfig(mouth=False, paste_mask="box"))
+    ref = ffhq.run([job], fixed_source(ffhq, np.ones(512, np.float32)))[0]
+    zeros, full = np.zeros(job.image.shape[:2], np.uint8), np.full((FFHQ_SIZE, FFHQ_SIZE), 255, np.uint8)
+    touched = align.paste_back(zeros, full, res.m_restore, res.mask).astype(int)
+    touched_ffhq = align.paste_back(zeros, full, ref.m_ffhq, ref.mask).astype(int)
+    assert np.abs(touched - touched_ffhq).max() <= 3
+    region = face_region(job.image, job.face.box)
+    assert psnr(res.image[region], job.image[region]) > 30.0
+    assert FusedPass.resamplings == 3
+
+
+def test_mouth_transplant_in_the_gpen_crop(jobs):
+    cfg = SwapConfig(mouth=True, mouth_dilate=0, mouth_feather=0, paste_mask="box")
+    fused = FusedPass(GreySwapper(), GPENTemplateRestorer(), MouthBandParser(), cfg)
+    job = jobs[0]
+    res = fused.run([job], fixed_source(fused, np.ones(512, np.float32)))[0]
+    original = align.warp(job.image, res.m_restore, FFHQ_SIZE, border="reflect")
+    # MouthBandParser's band (FFHQ y 355-390, x 210-305) in the GPEN crop, shrunk by a pixel
+    to_gpen = align.compose(res.m_restore, align.invert(res.m_ffhq))
+    (x0, y0), (x1, y1) = align.transform_points(to_gpen, np.array([[210.0, 355.0], [305.0, 390.0]]))
+    mouth = (slice(int(y0) + 2, int(y1) - 1), slice(int(x0) + 2, int(x1) - 1))
+    np.testing.assert_array_equal(res.restored_crop[mouth], original[mouth])
+    nose = (slice(270, 300), slice(240, 272))
+    assert np.all(res.restored_crop[nose] == 77)
+
+
 @pytest.fixture(scope="module")
 def real_fused(dlib_cfg) -> FusedPass:
     torch.set_num_threads(2)

@@ -8,7 +8,7 @@ import typing
 import numpy as np
 import pytest
 
-from bench.identity_models import IdentityRestorer
+from bench.identity_models import IdentityRestorer, fixed_source
 from builder.config import SwapConfig
 from builder.faces import align
 from builder.faces.detect import make_detector
@@ -71,3 +71,48 @@ def test_best_of_onnx_swappers_records_every_candidate(dlib_cfg, detector, job, 
     np.testing.assert_array_equal(res.m_swap, loaded[names.index(res.swapper)].alignment(job.face.kps))
     touched = _touched(job, res.m_ffhq, res.mask)
     np.testing.assert_array_equal(res.image[~touched], job.image[~touched])
+
+
+class RecordingSwapper:
+    """Keeps the crops it is given: what a swapper sees where its crop reaches past the photo."""
+
+    name, crop_size = "recording", 256
+
+    def __init__(self, alignment):
+        self._alignment, self.seen = alignment, []
+
+    def alignment(self, kps: np.ndarray) -> np.ndarray:
+        return self._alignment(kps)
+
+    def swap(self, crops: np.ndarray, identity: np.ndarray) -> np.ndarray:
+        self.seen.append(crops.copy())
+        return crops.copy()
+
+
+@pytest.mark.parametrize(
+    "alignment",
+    [align.ghost_alignment, lambda kps: align.facefusion_alignment(kps, "arcface_128", 256)],
+    ids=["ghost", "facefusion"],
+)
+def test_swap_crops_repeat_the_photo_edge_instead_of_black(job, alignment):
+    """The face cut by the photo's left edge: the part of the crop past the edge repeats the edge
+    column (FaceFusion's BORDER_REPLICATE), one rule for every swapper (align.SWAP_BORDER)."""
+    x_cut = int(job.face.box[0] + 0.3 * (job.face.box[2] - job.face.box[0]))
+    image = np.ascontiguousarray(job.image[:, x_cut:])
+    face = type(job.face)(
+        box=job.face.box - np.array([x_cut, 0, x_cut, 0], np.float32),
+        score=job.face.score,
+        kps=job.face.kps - np.array([x_cut, 0], np.float32),
+    )
+    swapper = RecordingSwapper(alignment)
+    fused = FusedPass(swapper, IdentityRestorer(), None, PLAIN)
+    fused.run([FaceJob(image, face)], fixed_source(fused, np.ones(512, np.float32)))
+    crop = swapper.seen[0][0]
+    m = swapper.alignment(face.kps)
+    past = align.transform_points(align.invert(m), np.stack(np.meshgrid(np.arange(256.0), np.arange(256.0)), -1).reshape(-1, 2))
+    outside = (past[:, 0] < -2).reshape(256, 256)  # crop pixels well left of the photo
+    assert outside.mean() > 0.05
+    assert not (crop[outside] == 0).all(axis=-1).any()  # no black bar
+    expected = align.warp(image, m, 256, border="replicate")
+    np.testing.assert_array_equal(crop, expected)
+    assert align.SWAP_BORDER == "replicate"

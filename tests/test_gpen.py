@@ -123,6 +123,7 @@ def test_official_format_loads_the_seeded_weights(gpen: GPENRestorer) -> None:
         assert torch.equal(loaded[key], value), key
     assert not gpen.net.training
     assert gpen.name == NAME
+    assert gpen.template == "gpen"  # the fused pass gives it GPEN's own crop, not FFHQ's
 
 
 def test_missing_key_names_key_and_file(tmp_path: Path) -> None:

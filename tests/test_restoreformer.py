@@ -237,11 +237,68 @@ def test_keys_outside_the_network_and_the_loss_are_refused(tmp_path: Path) -> No
     assert not any(k in msg for k in LOSS_KEYS)
 
 
-def test_file_without_state_dict_is_refused(tmp_path: Path) -> None:
-    path = save_as("restoreformer++", tmp_path, {"params_ema": tiny_copy(build("restoreformer++").state_dict())})
-    with pytest.raises(CheckpointError, match="expected a 'state_dict' entry, found params_ema") as err:
+def test_file_without_a_network_entry_is_refused(tmp_path: Path) -> None:
+    path = save_as("restoreformer++", tmp_path, {"model": tiny_copy(build("restoreformer++").state_dict())})
+    with pytest.raises(CheckpointError, match="expected a 'params_ema' or 'params' or 'state_dict' entry, found model") as err:
         restorers.load_restorer(restorer_config("restoreformer++", tmp_path), "cpu")
     assert str(path) in str(err.value)
+
+
+# ---- RestoreFormer's two releases ------------------------------------------------------------
+# GFPGAN's RestoreFormer.pth: params_ema (else params), no prefix. RestoreFormerPlusPlus's
+# RestoreFormer.ckpt (what its inference.py -v RestoreFormer loads): Lightning, state_dict, vqvae.
+
+
+def marked_v1_state() -> dict[str, torch.Tensor]:
+    state = tiny_copy(build("restoreformer").state_dict())
+    state["quantize.embedding.weight"] = torch.full((1024, 256), 0.25)
+    return state
+
+
+@pytest.mark.parametrize("name", ["restoreformer", "restoreformer_ckpt"])
+@pytest.mark.parametrize("layout", ["gfpgan", "lightning", "lightning_unprefixed"])
+def test_either_release_layout_loads_under_either_name(name: str, layout: str, tmp_path: Path) -> None:
+    state = marked_v1_state()
+    obj = {
+        "gfpgan": {"params_ema": state},
+        "lightning": lightning_checkpoint(state),
+        "lightning_unprefixed": {"state_dict": state},
+    }[layout]
+    if layout == "lightning":  # the codebook's usage counter, a training statistic, is skipped by name
+        obj["state_dict"]["vqvae.quantize.utility_counter"] = torch.zeros(1024)
+    save_as(name, tmp_path, obj)
+    restorer = restorers.load_restorer(restorer_config(name, tmp_path), "cpu")
+    assert torch.all(restorer.net.quantize.embedding.weight == 0.25)
+    assert EXTRA_SCALE not in restorer.net.state_dict()
+    assert restorer.name == name
+
+
+@pytest.mark.parametrize("prefixed", [True, False])
+def test_either_layout_is_strict_about_network_keys(prefixed: bool, tmp_path: Path) -> None:
+    state = marked_v1_state()
+    del state["decoder.conv_out.bias"]
+    state["decoder.conv_out.scale"] = torch.zeros(())
+    obj = lightning_checkpoint(state, with_loss=False) if prefixed else {"params_ema": state}
+    path = save_as("restoreformer_ckpt", tmp_path, obj)
+    with pytest.raises(CheckpointError) as err:
+        restorers.load_restorer(restorer_config("restoreformer_ckpt", tmp_path), "cpu")
+    msg = str(err.value)
+    assert str(path) in msg
+    assert "missing keys: decoder.conv_out.bias" in msg and "unexpected keys: decoder.conv_out.scale" in msg
+
+
+def test_restoreformer_ckpt_registry_and_file_size_is_the_v1_network_alone() -> None:
+    """RestoreFormer.ckpt's pinned size is RestoreFormer's (v1) float32 network plus ~350 B per
+    tensor: the release holds that network alone, not RestoreFormer++'s and no losses."""
+    spec = REGISTRY["restoreformer_ckpt"]
+    assert spec.filename == "RestoreFormer.ckpt" and spec.optional
+    assert spec.url == "https://github.com/wzhouxiff/RestoreFormerPlusPlus/releases/download/v1.0.0/RestoreFormer.ckpt"
+    state = build("restoreformer_ckpt").state_dict()
+    assert EXTRA_SCALE not in state
+    overhead = spec.size - sum(v.numel() * v.element_size() for v in state.values())
+    assert 0 < overhead < 512 * len(state)
+    pp = VQVAEGANMultiHeadTransformer().state_dict()
+    assert spec.size < sum(v.numel() * v.element_size() for v in pp.values())
 
 
 # ---- the backend contract ------------------------------------------------------------------------

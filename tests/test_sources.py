@@ -152,6 +152,25 @@ def test_the_id_enters_the_prompt_after_start_merge_step(tiny_pipe):
     assert start_merge_step(20, 50) == 10 and start_merge_step(50, 100) == 30
 
 
+def test_an_empty_negative_prompt_is_encoded_as_upstream_does(tiny_pipe):
+    """PhotoMaker's pipeline encodes "" (only a None negative gets SDXL's zero embeddings)."""
+    maker = PhotoMakerSDXL.load(tiny_pipe, tiny_checkpoint(tiny_pipe.unet), "random", cfg=TINY_CONFIG)
+    seen = []
+    hook = tiny_pipe.unet.register_forward_pre_hook(
+        lambda m, args, kwargs: seen.append(kwargs["encoder_hidden_states"][0].clone()), with_kwargs=True
+    )
+    rng = np.random.default_rng(0)
+    pixels, ids = clip_pixels([rng.integers(0, 255, (90, 70, 3), dtype=np.uint8)]), torch.randn(1, 512) * 20
+    job = Job("portrait of a woman img", "", seed=3, steps=2, guidance=5.0, start_merge_step=1, width=64, height=64)
+    maker.generate(job, pixels, ids)
+    hook.remove()
+    _, empty, _, _ = tiny_pipe.encode_prompt(
+        prompt="portrait of a woman", device=tiny_pipe.device, do_classifier_free_guidance=True, negative_prompt=""
+    )
+    assert empty.abs().max() > 0.1  # "" encodes to something, not to zeros
+    assert len(seen) == 2 and all(torch.equal(h, empty[0]) for h in seen)
+
+
 def _cfg(tmp_path: Path, source: Path) -> Config:
     cfg = faces_config(detector="dlib", judge="dlib")
     cfg.paths.source = [str(source)]

@@ -44,6 +44,10 @@ class CaptionSummary:
     prefixed: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
 
+    def merge(self, other: CaptionSummary) -> None:
+        for name in ("captioned", "skipped", "prefixed", "failed"):
+            getattr(self, name).extend(getattr(other, name))
+
     @property
     def done(self) -> int:
         return len(self.captioned) + len(self.skipped) + len(self.prefixed)
@@ -98,11 +102,11 @@ def _write(summary: CaptionSummary, target: CaptionTarget, text: str) -> bool:
 
 
 def _person_captions(targets: list[CaptionTarget]) -> dict[Path, str]:
-    """image -> caption text from overrides.json, for images inside a run folder's img/<N>_<tokens>/."""
+    """image -> caption text from overrides.json, for images inside a run folder's img/ or val/<N>_<tokens>/."""
     out: dict[Path, str] = {}
     by_run: dict[Path, dict[str, str]] = {}
     for t in targets:
-        run_dir = t.image.parents[2] if len(t.image.parents) > 2 and t.image.parents[1].name == "img" else None
+        run_dir = t.image.parents[2] if len(t.image.parents) > 2 and t.image.parents[1].name in ("img", "val") else None
         if run_dir is None or not (run_dir / OVERRIDES).is_file():
             continue
         if run_dir not in by_run:

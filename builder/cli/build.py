@@ -16,7 +16,7 @@ def add_build_flags(p: argparse.ArgumentParser) -> None:
     config_flag(p, "--out", dest="paths.out", metavar="DIR", help="run folder")
     config_flag(p, "--trigger", dest="character.trigger", help="trigger word (e.g. ohwx)")
     config_flag(p, "--class-word", dest="character.class_word", help="class word (e.g. woman)")
-    add_shared_flags(p, "--detector", "--judge", "--donor-face")
+    add_shared_flags(p, "--detector", "--judge", "--report-judge", "--donor-face")
     config_flag(p, "--generator", dest="swap.generator")
     config_flag(p, "--restorer", dest="swap.restorer")
     config_flag(p, "--codeformer-w", dest="swap.codeformer_w", type=float, help="CodeFormer fidelity (0 = quality, 1 = fidelity)")
@@ -25,6 +25,10 @@ def add_build_flags(p: argparse.ArgumentParser) -> None:
     config_flag(p, "--keep", dest="quality.keep", type=int, metavar="N", help="keep only the best N results")
     config_flag(p, "--caption-backend", dest="caption.backend", help="none: captions are just trigger and class")
     config_flag(p, "--reg", dest="paths.reg", metavar="DIR", help="regularisation images")
+    config_flag(p, "--reg-generate", dest="dataset.reg_generate", type=int, metavar="N",
+                help="render N class images with the base model into reg/ ([dataset] reg_prompts, reg_seed)")
+    config_flag(p, "--diff-output-preservation", dest="dataset.diff_output_preservation", action="store_const", const=True,
+                help="sd-scripts' differential output preservation on the reg subset (needs --reg or --reg-generate)")
     add_shared_flags(p, "--base-model", "--base-model-sha256")
 
 

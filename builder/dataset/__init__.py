@@ -1,1 +1,2 @@
-"""Shaping the training set from the kept results: close-ups and loss masks (README, dataset)."""
+"""Shaping the training set from the kept results: close-ups, loss masks, pose balance, the validation
+split, regularisation images (README, dataset)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from builder.config import Config
@@ -86,6 +86,8 @@ class KohyaDataset:
     plan: StepPlan
     mask_dir: Path | None = None  # conditioning_data_dir of the loss masks (attach_masks); None: no masks
     mask_note: str = ""  # why the dataset trains without masks
+    val_dir: Path | None = None  # <out>/val/1_<trigger> <class>: sd-scripts' validation dataset (kohya/validation.py)
+    val_images: list[Path] = field(default_factory=list)
 
 
 def check_folder_words(text: str, what: str) -> str:
@@ -214,23 +216,26 @@ def choose_repeats(
     return min(plans, key=lambda p: (abs(p.total_steps - target_steps), p.repeats))
 
 
+def reg_dir(out: Path, cfg: Config) -> Path:
+    """``reg/<reg_repeats>_<class>/``, created, or renamed from another repeat count."""
+    word = check_folder_words(cfg.character.class_word, "character.class_word")
+    reg_root = Path(out) / "reg"
+    folder = _find_tokens_dir(reg_root, word)
+    wanted = reg_root / folder_name(cfg.kohya.reg_repeats, word)
+    if folder is not None and folder != wanted:
+        os.rename(folder, wanted)
+    wanted.mkdir(parents=True, exist_ok=True)
+    return wanted
+
+
 def copy_reg_images(out: Path, cfg: Config) -> Path | None:
     """Copy cfg.paths.reg into ``reg/<reg_repeats>_<class>/`` under safe names (idempotent)."""
     if not cfg.paths.reg:
         return _find_tokens_dir(Path(out) / "reg", check_folder_words(cfg.character.class_word, "character.class_word"))
-    word = check_folder_words(cfg.character.class_word, "character.class_word")
     sources = list_images(Path(cfg.paths.reg))
     if not sources:
         raise BuilderError(f"{cfg.paths.reg}: paths.reg holds no images")
-    reg_root = Path(out) / "reg"
-    folder = _find_tokens_dir(reg_root, word)
-    wanted = reg_root / folder_name(cfg.kohya.reg_repeats, word)
-    if folder is None:
-        folder = wanted
-    elif folder != wanted:
-        os.rename(folder, wanted)
-        folder = wanted
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = reg_dir(out, cfg)
     for i, src in enumerate(sources, start=1):
         ext = src.suffix.lower()
         if ext in KOHYA_IMAGE_EXTENSIONS:

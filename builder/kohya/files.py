@@ -25,6 +25,7 @@ from builder.kohya.toml import (
     read_captions,
     training_config,
 )
+from builder.kohya.validation import validation_dir, validation_images
 
 DATASET_TOML = "dataset_config.toml"
 CONFIG_TOML = "config.toml"
@@ -52,6 +53,8 @@ def write_kohya_files(out: Path, cfg: Config, caption_extension: str | None = No
     """
     out = Path(out)
     ds = attach_masks(finalize_dataset(out, cfg), cfg)
+    ds.val_images = validation_images(out, cfg)
+    ds.val_dir = validation_dir(out, cfg) if ds.val_images else None
     if caption_extension and ds.caption_extension and caption_extension != ds.caption_extension:
         raise BuilderError(
             f"{ds.image_dir}: captions on disk are {ds.caption_extension}, not {caption_extension}"

@@ -28,7 +28,9 @@ from builder.console import console
 from builder.errors import BuilderError, ConfigError
 from builder.kohya.dataset import KohyaDataset
 from builder.kohya.presets import Preset, parse_extra_args
+from builder.kohya.reg import reg_attributes
 from builder.kohya.schema import check_train_value, dataset_keys
+from builder.kohya.validation import validation_args, validation_dataset
 
 CLIP_CHUNK = 75  # tokens per CLIP window; sd-scripts accepts 150 or 225 as longer limits
 MAX_TOKEN_CHOICES = (75, 150, 225)
@@ -215,9 +217,17 @@ def dataset_config(
             "class_tokens": ds.reg_class_tokens,
             "is_reg": True,
             "keep_tokens": 0,  # reg captions are the class word alone
+            **reg_attributes(cfg, family),
         })
-    add_masks(subsets, ds)
-    doc = {"general": general, "datasets": [{"subsets": subsets}]}
+    elif cfg.dataset.diff_output_preservation:
+        raise ConfigError(
+            "[dataset] diff_output_preservation needs regularisation images: pass --reg DIR or --reg-generate N"
+        )
+    add_masks(subsets, ds)  # the training subset only: validation stays unmasked (kohya/validation.py)
+    datasets: list[dict[str, Any]] = [{"subsets": subsets}]
+    if ds.val_dir is not None:
+        datasets.append(validation_dataset(ds.val_dir, ds.class_tokens, cfg.runtime.seed))
+    doc = {"general": general, "datasets": datasets}
     check_dataset_config(doc)
     return doc
 
@@ -229,8 +239,7 @@ def add_masks(subsets: list[dict[str, Any]], ds: KohyaDataset) -> None:
     for subset in subsets:
         if not subset.get("is_reg") and Path(subset["image_dir"]) == ds.image_dir.resolve():
             subset["conditioning_data_dir"] = str(ds.mask_dir.resolve())
-            # sd-scripts' masked (ControlNet-style) subsets read captions from files only;
-            # attach_masks made sure every image has one
+            # sd-scripts' masked (ControlNet-style) subset schema has no class_tokens: it reads captions only
             subset.pop("class_tokens", None)
 
 
@@ -326,6 +335,8 @@ def training_config(
             "sample_sampler": k.sample_sampler,
         }
     doc["training"].update(families.family(family).derived_train_args(cfg))
+    if ds.val_dir is not None:
+        doc["training"].update(validation_args(cfg))
     doc["preset"] = dict(preset.train)
     extra = parse_extra_args(cfg, family)
     for table in doc.values():

@@ -147,13 +147,18 @@ def check_run(sd_scripts: Path, run: Path) -> list[str]:
     report.append(f"resolution {args.resolution!r}, max_token_length {args.max_token_length}")
 
     user_config = config_util.load_user_config(args.dataset_config)
+    # train_network.py builds its sanitizer with args.masked_loss; masked_loss=True is the
+    # stricter reading too (ControlNet-style conditioning_data_dir subsets allowed, still checked).
+    for masked in sorted({bool(args.masked_loss), True}):
+        config_util.BlueprintGenerator(config_util.ConfigSanitizer(True, True, masked, True)).generate(user_config, args)
+        report.append(f"ConfigSanitizer(True, True, masked_loss={masked}, True) + BlueprintGenerator: accepted")
     generator = config_util.BlueprintGenerator(config_util.ConfigSanitizer(True, True, args.masked_loss, True))
     blueprint = generator.generate(user_config, args)
-    group, _ = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
+    group, val_group = config_util.generate_dataset_group_by_blueprint(blueprint.dataset_group)
     if sdxl:
         import sdxl_train_network  # type: ignore[import-not-found]
 
-        sdxl_train_network.SdxlNetworkTrainer().assert_extra_args(args, group, None)
+        sdxl_train_network.SdxlNetworkTrainer().assert_extra_args(args, group, val_group)
         report.append(
             f"SdxlNetworkTrainer.assert_extra_args: passed (cache_text_encoder_outputs={args.cache_text_encoder_outputs}, "
             f"network_train_unet_only={args.network_train_unet_only}, bucket_reso_steps {group.datasets[0].bucket_reso_steps})"
@@ -169,7 +174,20 @@ def check_run(sd_scripts: Path, run: Path) -> list[str]:
         report.append(f"{type(dataset).__name__}: loss masks (conditioning_data_dir) for {masks} of {len(dataset.image_data)} images")
         captions = sorted({info.caption for info in dataset.image_data.values()})
         report.append(f"dataset: {dataset.num_train_images} train items, {dataset.num_reg_images} reg items; "
-                      f"first caption read: {captions[0]!r}")
+                      f"first caption read: {captions[0] if captions else None!r}")
+    if val_group is not None:
+        for dataset in val_group.datasets:
+            report.append(
+                f"validation dataset: {dataset.num_train_images} images from "
+                f"{', '.join(s.image_dir for s in dataset.subsets)} (validation_split {dataset.validation_split})"
+            )
+        report.append(f"validation batches (len of the validation group): {len(val_group)}; "
+                      f"validate_every_n_epochs {args.validate_every_n_epochs}")
+    else:
+        report.append("no validation dataset")
+    reg_attrs = [s.custom_attributes for d in group.datasets for s in d.subsets if s.is_reg]
+    if reg_attrs:
+        report.append(f"reg subset custom_attributes: {reg_attrs}")
     # train_network.py: steps per epoch = ceil(len(train_dataloader) / num_processes / grad accumulation).
     report.append(f"batches per epoch (len of the dataset group): {len(group)}")
     prompts = train_util.load_prompts(str(args.sample_prompts))
@@ -184,7 +202,7 @@ def main() -> int:
     parser.add_argument("--write-schema", action="store_true")
     parser.add_argument("--sd-scripts-commit", default=None, help="when the checkout is not a git work tree")
     parser.add_argument("--kohya-ss-commit", default=None, help="when the checkout is not a git work tree")
-    parser.add_argument("--run", type=Path, default=None, help="a run folder with config.toml")
+    parser.add_argument("--run", type=Path, nargs="+", default=None, help="run folder(s) with config.toml")
     args = parser.parse_args()
     sd_scripts = args.sd_scripts.resolve()
     if args.write_schema:
@@ -193,8 +211,9 @@ def main() -> int:
         )
         SCHEMA_PATH.write_text(json.dumps(schema, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {SCHEMA_PATH} from sd-scripts {schema['sd_scripts']['commit']}")
-    if args.run is not None:
-        for line in check_run(sd_scripts, args.run):
+    for run in args.run or []:
+        print(f"== {run}")
+        for line in check_run(sd_scripts, run):
             print(line)
     return 0
 

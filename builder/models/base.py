@@ -38,9 +38,10 @@ class Swapper(Protocol):
 
 class Restorer(Protocol):
     name: str  # the spec it was loaded from ("codeformer:w=0.5")
+    template: str  # the 512 crop it restores: "ffhq", or "gpen" (builder.faces.align.restorer_alignment)
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
-        """(N, 512, 512, 3) FFHQ-aligned crops -> restored crops, same shape."""
+        """(N, 512, 512, 3) crops aligned to ``template`` -> restored crops, same shape."""
         ...
 
 

@@ -43,8 +43,8 @@ def select_prefix(
     """The keys under ``prefix``, with it removed, from a file that holds more than one network
     (a Lightning checkpoint keeps the trained net beside its losses and discriminators).
 
-    Keys under one of the ``skip`` prefixes are expected and dropped by name; any other key
-    means the file is not what it claims to be.
+    Keys under one of the ``skip`` prefixes (which may lie inside ``prefix``) are expected and
+    dropped by name; any other key means the file is not what it claims to be.
     """
     foreign = [k for k in state_dict if not k.startswith((prefix, *skip))]
     if foreign:
@@ -52,7 +52,7 @@ def select_prefix(
         raise CheckpointError(
             f"{path}: unexpected keys outside '{prefix}' and the skipped {', '.join(skip)}: {shown}"
         )
-    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state_dict.items() if k.startswith(prefix) and not k.startswith(skip)}
 
 
 def load_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], path: Path | str) -> nn.Module:

@@ -103,7 +103,8 @@ class PhotoMakerSDXL:
         text_only = text_only_prompt(job.prompt, pipe.tokenizer, self.trigger)
         text, negative, pooled_text, negative_pooled = pipe.encode_prompt(
             prompt=text_only, device=device, num_images_per_prompt=1,
-            do_classifier_free_guidance=cfg_on, negative_prompt=job.negative or None,
+            # "" is encoded, as upstream's pipeline does; None would give SDXL's zero embeddings
+            do_classifier_free_guidance=cfg_on, negative_prompt=job.negative,
         )
         with_slots, pooled_id, mask = self.encode_with_id_slots(job.prompt, id_pixels.shape[0])
         with_id = self.encoder(

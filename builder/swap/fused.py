@@ -1,16 +1,20 @@
 """The fused swap -> mouth -> restore -> paste pass.
 
 Per face: the original photo is warped once into the swapper's crop and once into the
-restorer's FFHQ-512 crop, from the same detected landmarks. The swapped face travels
-from the swap crop into the FFHQ crop with the composed affine (one resampling), the
-donor's own mouth goes back in from the original FFHQ crop, the restorer runs, and the
-result is pasted into the photo once. Nothing is detected twice and nothing is pasted
+restorer's 512 crop, from the same detected landmarks. The restorer's crop is in the template
+it was trained on (Restorer.template: FFHQ's for most, GPEN's own for GPEN). The swapped face
+travels from the swap crop into that crop with the composed affine (one resampling), the
+donor's own mouth goes back in from the original crop, the restorer runs, and the
+result is pasted into the photo once. The face parsing, its masks and the identity judge
+work in the FFHQ crop; a mask is carried into another template's crop as one affine. Nothing is detected twice and nothing is pasted
 back and re-aligned, so the face pixels are resampled three times instead of four and
 the detector cost is paid once (bench/fused_vs_chained.py measures both).
 
 With several swappers or restorers ("best" modes) every candidate runs on the whole batch
 (one batch per model) and builder.swap.best keeps one per face; the restorers then run on
-the winning swaps only. The winner's own alignment is the one recorded and carried.
+the winning swaps only. All candidates are judged in the FFHQ crop (a restorer of another
+template has its output resampled into it for the judge only); the winner's own alignment is
+the one recorded, carried and pasted from.
 """
 
 from __future__ import annotations
@@ -54,11 +58,12 @@ class FaceJob:
 class FusedResult:
     image: np.ndarray  # full-resolution result
     m_swap: np.ndarray  # image -> swap crop
-    m_ffhq: np.ndarray  # image -> FFHQ crop
+    m_ffhq: np.ndarray  # image -> FFHQ crop (parsing, masks, the judge)
+    m_restore: np.ndarray  # image -> the chosen restorer's crop, in its own template (m_ffhq for FFHQ's)
     paste_mask: str  # "parsing" or "box" (fallback)
-    mask: np.ndarray  # the paste mask itself, float32 in FFHQ-crop space
+    mask: np.ndarray  # the paste mask itself, float32 in the restorer's crop (m_restore)
     mouth: bool
-    restored_crop: np.ndarray  # the FFHQ crop after restoration, before paste-back: what the restorer made
+    restored_crop: np.ndarray  # the restorer's crop after restoration, before paste-back: what it made
     swapper: str = ""  # the swapper and restorer this face was made with
     restorer: str = ""
     choices: dict[str, Choice] = field(default_factory=dict)  # "swapper"/"restorer" -> scores, in best modes
@@ -84,6 +89,8 @@ class FusedPass:
         cfg: SwapConfig,
         judge: Judge | None = None,
         max_donor_similarity: float | None = None,
+        report_judge: Judge | None = None,
+        report_max_donor_similarity: float | None = None,
     ):
         self.swappers = [swappers] if not isinstance(swappers, Sequence) else list(swappers)
         self.restorers = [restorers] if not isinstance(restorers, Sequence) else list(restorers)
@@ -97,6 +104,9 @@ class FusedPass:
         self.cfg = cfg
         self.judge = judge
         self.max_donor_similarity = max_donor_similarity
+        # Scores every candidate a second time so the build can say how often both judges agree.
+        self.report_judge = report_judge
+        self.report_max_donor_similarity = report_max_donor_similarity
         self._edges = {
             s.name: align.box_mask(s.crop_size, int(s.crop_size * SWAP_EDGE_ERODE), int(s.crop_size * SWAP_EDGE_FEATHER))
             for s in self.swappers
@@ -135,35 +145,69 @@ class FusedPass:
         if self.judge is not None and (len(self.swappers) > 1 or len(self.restorers) > 1):
             if source.judge is None:
                 raise ValueError("choosing among candidates needs the source's judge embedding")
-            crop_judge = CropJudge.for_jobs(self.judge, source.judge, originals, [j.face for j in jobs], m_ffhq)
+            report = (
+                (self.report_judge, source.report)
+                if self.report_judge is not None and source.report is not None
+                else None
+            )
+            crop_judge = CropJudge.for_jobs(
+                self.judge, source.judge, originals, [j.face for j in jobs], m_ffhq, report
+            )
             start = tick("judge", start)
 
-        carried: dict[str, np.ndarray] = {}
+        templates = list(dict.fromkeys(r.template for r in self.restorers))
+        # Each restorer gets its own template's crop (GPEN's is not FFHQ's), warped from the photo
+        # once like the FFHQ crop; the parsing, the masks and the judge stay in the FFHQ crop.
+        m_crop = {"ffhq": m_ffhq}
+        bases = {"ffhq": originals}
+        for tpl in templates:
+            if tpl not in m_crop:
+                m_crop[tpl] = [align.restorer_alignment(j.face.kps, tpl, FFHQ_SIZE) for j in jobs]
+                bases[tpl] = np.stack(
+                    [align.warp(j.image, m, FFHQ_SIZE, border="reflect") for j, m in zip(jobs, m_crop[tpl], strict=True)]
+                )
+        start = tick("warp", start)
+
+        swapped: dict[str, np.ndarray] = {}
         m_swaps: dict[str, list[np.ndarray]] = {}
         for swapper in self.swappers:
             m_swap = [swapper.alignment(j.face.kps) for j in jobs]
-            crops = np.stack([align.warp(j.image, m, swapper.crop_size) for j, m in zip(jobs, m_swap, strict=True)])
+            crops = np.stack(
+                [align.warp(j.image, m, swapper.crop_size, border=align.SWAP_BORDER) for j, m in zip(jobs, m_swap, strict=True)]
+            )
             start = tick("warp", start)
-            swapped = swapper.swap(crops, source.vectors[swapper.name])
+            swapped[swapper.name], m_swaps[swapper.name] = swapper.swap(crops, source.vectors[swapper.name]), m_swap
             start = tick("swap", start)
-            merged = []
-            for i in range(n):
-                # swap crop -> image -> FFHQ crop, as one affine: the face is resampled once here.
-                carry = align.compose(m_ffhq[i], align.invert(m_swap[i]))
-                face_in_ffhq = align.warp(swapped[i], carry, FFHQ_SIZE)
-                edge = align.warp(self.swap_edge(swapper), carry, FFHQ_SIZE)
-                merged.append(blend(originals[i], face_in_ffhq, edge))
-            carried[swapper.name], m_swaps[swapper.name] = np.stack(merged), m_swap
-            start = tick("carry", start)
+
+        def carry(name: str, i: int, tpl: str) -> np.ndarray:
+            """Face ``i`` of swapper ``name`` blended into its ``tpl`` crop: resampled once, through
+            swap crop -> image -> restorer crop composed into one affine."""
+            m = align.compose(m_crop[tpl][i], align.invert(m_swaps[name][i]))
+            edge = align.warp(self._edges[name], m, FFHQ_SIZE)
+            return blend(bases[tpl][i], align.warp(swapped[name][i], m, FFHQ_SIZE), edge)
+
+        def from_ffhq(mask: np.ndarray, i: int, tpl: str) -> np.ndarray:
+            """A mask made in face ``i``'s FFHQ crop, in its ``tpl`` crop, so the mouth and the pasted
+            region are the same part of the photo whichever restorer runs."""
+            if tpl == "ffhq":
+                return mask
+            return align.warp(mask, align.compose(m_crop[tpl][i], align.invert(m_ffhq[i])), FFHQ_SIZE)
 
         swap_choices: list[Choice | None] = [None] * n
-        if len(carried) > 1:
-            merged_arr, picked = best_of(carried, crop_judge, self.max_donor_similarity)
+        merged: dict[str, np.ndarray] = {}
+        if len(self.swappers) > 1:
+            carried = {name: np.stack([carry(name, i, "ffhq") for i in range(n)]) for name in swapped}
+            start = tick("carry", start)
+            merged["ffhq"], picked = best_of(
+                carried, crop_judge, self.max_donor_similarity, self.report_max_donor_similarity
+            )
             swap_choices = list(picked)
             start = tick("choose", start)
-        else:
-            merged_arr = next(iter(carried.values())).copy()
         used_swapper = [c.chosen if c else self.swapper.name for c in swap_choices]
+        for tpl in templates:
+            if tpl not in merged:
+                merged[tpl] = np.stack([carry(used_swapper[i], i, tpl) for i in range(n)])
+        start = tick("carry", start)
 
         labels = self.parser.parse(originals) if self.parser is not None else None
         start = tick("parse", start)
@@ -171,34 +215,50 @@ class FusedPass:
         if self.cfg.mouth and labels is not None:
             for i in range(n):
                 mouth = label_mask(labels[i], MOUTH_LABELS, self.cfg.mouth_dilate, self.cfg.mouth_feather)
-                merged_arr[i] = blend(merged_arr[i], originals[i], mouth)
+                for tpl in templates:
+                    mask = from_ffhq(mouth, i, tpl)
+                    merged[tpl][i] = blend(merged[tpl][i], bases[tpl][i], mask)
         start = tick("mouth", start)
 
-        restored_by = {r.name: r.restore(merged_arr) for r in self.restorers}
+        restored_by = {r.name: r.restore(merged[r.template]) for r in self.restorers}
+        template_of = {r.name: r.template for r in self.restorers}
         start = tick("restore", start)
         restore_choices: list[Choice | None] = [None] * n
         if len(restored_by) > 1:
-            restored, picked = best_of(restored_by, crop_judge, None)
+            # Candidates are compared in one crop, the FFHQ one: a candidate made in another
+            # template is resampled into it for scoring only; the winner is pasted from its own crop.
+            in_ffhq = {
+                name: crops if template_of[name] == "ffhq" else np.stack(
+                    [
+                        align.warp(c, align.compose(m_ffhq[i], align.invert(m_crop[template_of[name]][i])), FFHQ_SIZE)
+                        for i, c in enumerate(crops)
+                    ]
+                )
+                for name, crops in restored_by.items()
+            }
+            _, picked = best_of(in_ffhq, crop_judge, None, None)
             restore_choices = list(picked)
             start = tick("choose", start)
-        else:
-            restored = next(iter(restored_by.values()))
         used_restorer = [c.chosen if c else self.restorers[0].name for c in restore_choices]
 
         results = []
         for i, job in enumerate(jobs):
+            tpl = template_of[used_restorer[i]]
             mask, kind = self.paste_mask_for(labels[i] if labels is not None else None)
-            image = align.paste_back(job.image, restored[i], m_ffhq[i], mask)
+            mask = from_ffhq(mask, i, tpl)
+            restored = restored_by[used_restorer[i]][i]
+            image = align.paste_back(job.image, restored, m_crop[tpl][i], mask)
             choices = {k: c for k, c in (("swapper", swap_choices[i]), ("restorer", restore_choices[i])) if c}
             results.append(
                 FusedResult(
                     image=image,
                     m_swap=m_swaps[used_swapper[i]][i],
                     m_ffhq=m_ffhq[i],
+                    m_restore=m_crop[tpl][i],
                     paste_mask=kind,
                     mask=mask,
                     mouth=bool(self.cfg.mouth and labels is not None),
-                    restored_crop=restored[i],
+                    restored_crop=restored,
                     swapper=used_swapper[i],
                     restorer=used_restorer[i],
                     choices=choices,

@@ -64,6 +64,7 @@ class TorchRestorer:
     dtype: torch.dtype
     batch_size: int
     name: str = ""  # the candidate spec it was loaded from, e.g. "codeformer:w=0.5"
+    template: str = "ffhq"  # the crop it was trained on (align.restorer_alignment)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

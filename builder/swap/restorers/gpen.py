@@ -1,16 +1,16 @@
-"""GPEN-BFR-512 (yangxy/GPEN), GPEN-BFR-512.pth, on the FFHQ-512 crop. Non-commercial weights.
+"""GPEN-BFR-512 (yangxy/GPEN), GPEN-BFR-512.pth, on GPEN's own 512 crop. Non-commercial weights.
 
 Pre- and post-processing are face_model/face_gan.py's: BGR -> RGB, /255, (x - 0.5) / 0.5;
 the output is mapped back with x * 0.5 + 0.5, clipped to [0, 1], times 255 and truncated to
 uint8 (numpy ``astype``, not rounded as basicsr's tensor2img does for the other restorers).
 
 GPEN was trained on its own alignment (face_enhancement.py: ``get_reference_facial_points``
-with inner_padding_factor 0.25 on the 96x112 template), not on FFHQ's. That template is the
-FFHQ-512 one shrunk about the same centre: a similarity with scale 0.890 and a shift of
-(27.6, 30.9) px maps FFHQ-512 onto it, the eyes are 107 px apart instead of 126, and the
-five points lie 9.5-13.1 px from FFHQ's. So GPEN sees faces about 12 % larger than in
-training, centred within 3 px. The crop is not warped a second time for it (one
-resampling per face, as for every restorer); FaceFusion also runs GPEN on its ffhq_512 crop.
+with inner_padding_factor 0.25 on the 96x112 template), not on FFHQ's: the FFHQ-512 template
+shrunk by 0.890 and shifted by (27.6, 30.9) px, eyes 107 px apart instead of 126. So GPEN
+restores the crop ``align.gpen_template`` defines (``template = "gpen"``): the fused pass warps
+the photo and carries the swapped face straight into it, as it does into the FFHQ crop for the
+other restorers, so GPEN's face is resampled no more often than theirs. (FaceFusion runs GPEN
+on its ffhq_512 crop instead, which shows GPEN faces about 12 % larger than in training.)
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def to_crops(y: torch.Tensor) -> np.ndarray:
 
 @dataclass
 class GPENRestorer(TorchRestorer):
+    template: str = "gpen"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 

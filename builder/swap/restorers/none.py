@@ -14,6 +14,7 @@ NAMES = ("none",)
 
 class NoRestorer:
     name = "none"
+    template = "ffhq"
 
     def restore(self, crops: np.ndarray) -> np.ndarray:
         check_crops(crops)
