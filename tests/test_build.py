@@ -167,10 +167,14 @@ def test_small_faces_get_closeups_and_every_training_image_a_mask(built):
     assert json.loads((out / "kohya_gui_lora.json").read_text())["masked_loss"] is True
     images = sorted(p.name for p in folder.glob("*.png"))
     assert sorted(p.name for p in masks.iterdir()) == images  # sd-scripts refuses a missing or extra mask
+    lows = []
     for name in images:
         mask = load_image(masks / name)
         assert mask.shape == load_image(folder / name).shape  # sd-scripts checks the sizes match
-        assert mask.max() == 255 and mask.min() < 255  # the character at 1, the rest below
+        assert mask.max() == 255  # the character at full weight
+        lows.append(mask.min())
+    # the random-weight MODNet may call a whole close-up "person", but not every photo
+    assert min(lows) < 255
     assert (out / "contact_sheet_masks.png").is_file()
 
 

@@ -362,8 +362,10 @@ def test_needed_for_follows_the_config() -> None:
     cfg = Config()
     assert set(needed_for(cfg)) == {
         "ghost_unet_2blocks", "ghost_arcface", "antelopev2", "codeformer", "parsing_bisenet", "blip_large",
-        "clip_bpe", "epicrealism",
+        "clip_bpe", "epicrealism", "modnet",
     }
+    cfg.dataset.masks = False  # the loss masks' segmenter is needed only with masks on
+    assert "modnet" not in needed_for(cfg)
     cfg.paths.base_model = "/models/my_sd15.safetensors"  # the user's own base model: no download
     assert "epicrealism" not in needed_for(cfg)
     cfg.swap.restorer, cfg.faces.insightface_pack, cfg.caption.backend = "gfpgan", "buffalo_l", "none"

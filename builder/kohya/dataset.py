@@ -343,6 +343,14 @@ def attach_masks(ds: KohyaDataset, cfg: Config) -> KohyaDataset:
         ds.mask_dir, ds.mask_note = None, NO_MASKS_WITH_REG
         console.print(f"[yellow]{NO_MASKS_WITH_REG}[/yellow]")
         return ds
+    if ds.uncaptioned:
+        sync_masks([], ds.out / MASK_SOURCE, folder)
+        ds.mask_dir = None
+        ds.mask_note = (
+            f"{len(ds.uncaptioned)} of {len(ds.images)} images have no caption yet; sd-scripts' masked subsets "
+            "read captions from files only (no class_tokens), so the masks are used once every image is captioned"
+        )
+        return ds
     missing = sync_masks(ds.images, ds.out / MASK_SOURCE, folder)
     if missing:
         ds.mask_dir = None

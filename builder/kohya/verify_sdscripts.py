@@ -208,6 +208,8 @@ def check_run(sd_scripts: Path, run: Path) -> list[str]:
                 f"is_reg={subset.is_reg}, caption_extension={subset.caption_extension!r}, "
                 f"keep_tokens={subset.keep_tokens}, shuffle={subset.shuffle_caption}"
             )
+        masks = sum(1 for info in dataset.image_data.values() if getattr(info, "cond_img_path", None))
+        report.append(f"{type(dataset).__name__}: loss masks (conditioning_data_dir) for {masks} of {len(dataset.image_data)} images")
         captions = sorted({info.caption for info in dataset.image_data.values()})
         report.append(f"dataset: {dataset.num_train_images} train items, {dataset.num_reg_images} reg items; "
                       f"first caption read: {captions[0] if captions else None!r}")
