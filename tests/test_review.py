@@ -582,7 +582,7 @@ def test_page_never_loses_a_caption_or_typed_text(run_copy, browser):
         assert caption_of(out, a).read_text(encoding="utf-8") == original  # nothing saved that was not asked for
     overrides = load_overrides(out)
     assert a not in overrides  # never touched: k on a kept card wrote nothing
-    assert overrides[b]["status"].value == KEPT
+    assert "status" not in overrides.get(b, {})  # the last u went back to the scores
 
 
 @pytest.fixture(scope="module")
