@@ -21,7 +21,7 @@ from builder.config import Config
 from builder.console import console, progress
 from builder.errors import BuilderError, ImageError
 from builder.faces.detect import make_detector
-from builder.faces.identity import make_judge
+from builder.faces.identity import judge_thresholds, make_judge, make_report_judge
 from builder.faces.select import select_donor_face
 from builder.faces.types import Face
 from builder.io import (
@@ -66,6 +66,7 @@ class Models:
     detector: object
     judge: object
     fused: FusedPass
+    report_judge: object | None = None  # faces.report_judge; the judge itself where both are one network
 
 
 def load_models(cfg: Config) -> Models:
@@ -76,10 +77,12 @@ def load_models(cfg: Config) -> Models:
     restorers = load_restorers(cfg, device)
     parser = load_parser(cfg, device) if cfg.swap.needs_parser else None
     judge = make_judge(cfg)
+    report_judge = make_report_judge(cfg, judge)
     # the swapper best-of skips a swap that "did not take" by the quality filter's own threshold
     _, max_donor = identity_thresholds(cfg.quality, cfg.faces.judge)
-    fused = FusedPass(swappers, restorers, parser, cfg.swap, judge, max_donor)
-    return Models(make_detector(cfg), judge, fused)
+    report_max_donor = judge_thresholds(cfg.faces.report_judge, "faces.report_judge").still_donor
+    fused = FusedPass(swappers, restorers, parser, cfg.swap, judge, max_donor, report_judge, report_max_donor)
+    return Models(make_detector(cfg), judge, fused, report_judge)
 
 
 @dataclass
@@ -186,7 +189,8 @@ def run_build(cfg: Config, models: Models | None = None) -> BuildSummary:
 
 def _source(cfg: Config, models: Models, out: Path) -> SourceIdentity:
     source = source_identity(
-        source_paths(cfg.paths.source), models.detector, models.fused.swappers, models.judge, cfg.runtime.max_pixels
+        source_paths(cfg.paths.source), models.detector, models.fused.swappers, models.judge, cfg.runtime.max_pixels,
+        report_judge=models.report_judge,
     )
     atomic_write_json(out / SOURCE_REPORT, {"used": source.used, "failed": [list(f) for f in source.failed]})
     for path, reason in source.failed:
@@ -284,7 +288,10 @@ def _run_batch(batch: list[Pending], source: SourceIdentity, cfg: Config, models
     for p, res in zip(batch, results, strict=True):
         name = result_name(p.key)
         t0 = time.perf_counter()
-        scores = score_result(p.image, res.image, p.face, source.judge, models.judge, models.detector)
+        scores = score_result(
+            p.image, res.image, p.face, source.judge, models.judge, models.detector,
+            report_judge=models.report_judge, report_source_identity=source.report,
+        )
         quality = assess(name, scores, cfg.quality)
         t1 = time.perf_counter()
         write_image(out / RESULTS / name, res.image)

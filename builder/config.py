@@ -60,7 +60,11 @@ class FacesConfig:
     det_size: int = 640
     det_threshold: float = 0.5
     donor_face: Literal["largest", "consistent"] = "largest"
-    judge: Literal["insightface", "dlib"] = "insightface"  # recognition net that scores identity
+    judge: Literal["insightface", "dlib"] = "insightface"  # recognition net that selects: best-of and the filter
+    # Recognition net that scores what is reported (manifest report scores, contact sheet, summary,
+    # sample report). Not of InsightFace's ArcFace family, which the sources' generator, the
+    # swappers and identity adapters all condition on, so it is a check the best-of did not maximise.
+    report_judge: Literal["dlib"] = "dlib"
     max_faces: int = 10  # detections kept per photo, largest first
     ambiguous_ratio: float = 0.8  # "largest": skip a photo whose 2nd face has over this share of the 1st's area
     dlib_max_side: int = 1024  # dlib's HOG scans a copy at most this long; landmarks use full resolution
@@ -214,6 +218,12 @@ class SampleConfig:
     prompts: str = ""  # kohya prompt file; empty: <out>/sample_prompts.txt, else built from [character]
     model_config: str = ""  # diffusers config folder (or repo id) for a single-file base model; offline: a local folder
     score: bool = True  # identity-score the samples against the source photos
+    # An epoch leaks the donor when more than this share of its samples is closer (report judge)
+    # to the donor's median identity than to the source's.
+    max_donor_share: float = 0.25
+    adherence: bool = True  # CLIP image-text score of each sample against its prompt without the trigger
+    # An epoch whose mean adherence is more than this below the base model's (CLIP cosine) is overfit.
+    adherence_margin: float = 0.03
 
 
 # PhotoMaker prompts: "{class_word}" becomes [character] class_word, followed by the trigger

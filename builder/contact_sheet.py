@@ -136,7 +136,8 @@ def write_quality_sheets(
     made_by: dict[str, str] | None = None,
 ) -> tuple[Path | None, Path | None]:
     """``contact_sheet.png`` of the kept pictures (labelled with name and combined score)
-    and ``contact_sheet_rejects.png`` of the rest (labelled with name and reasons).
+    and ``contact_sheet_rejects.png`` of the rest (labelled with name and reasons). A kept
+    label also carries the report judge's cosine to the source, e.g. ``dlib 0.94``.
 
     ``pictures`` pairs each assessment with the file to show: the result, or the donor
     photo where no result was made. ``made_by`` (by assessment name) adds the swapper and
@@ -147,7 +148,12 @@ def write_quality_sheets(
     def tag(a: Assessment) -> str:
         return f" [{made_by[a.name]}]" if a.name in made_by else ""
 
-    kept = [(p, f"{a.name} {a.combined:.2f}{tag(a)}") for p, a in pictures if a.decision.kept]
+    def report(a: Assessment) -> str:
+        # How the report judge (faces.report_judge) saw the result the selection judge let through.
+        s = a.scores
+        return "" if s.report_source_similarity is None else f" {s.report_judge} {s.report_source_similarity:.2f}"
+
+    kept = [(p, f"{a.name} {a.combined:.2f}{report(a)}{tag(a)}") for p, a in pictures if a.decision.kept]
     rejected = [
         (p, f"{a.name}{tag(a)}: {'; '.join(a.decision.reasons)}") for p, a in pictures if not a.decision.kept
     ]

@@ -22,10 +22,11 @@ from builder.config import Config
 from builder.console import console
 from builder.contact_sheet import write_quality_sheets
 from builder.errors import BuilderError
+from builder.faces.identity import judges_sentence, same_network
 from builder.kohya.files import KohyaFiles, write_kohya_files
 from builder.manifest import FAILED, KEPT, Tally
 from builder.quality.decide import Assessment
-from builder.quality.summary import summarize
+from builder.quality.summary import agreement_sentence, judge_agreement, summarize
 
 STAGES = ("sources", "build", "caption", "train", "sample")
 
@@ -63,7 +64,7 @@ def stage_build(cfg: Config, run: RunSummary) -> None:
     summary = run_build(cfg)
     run.build = summary
     write_sheets(summary, cfg)
-    print_build_summary(summary)
+    print_build_summary(summary, cfg)
     if summary.kept == 0:
         raise BuilderError(
             f"no result passed the quality filters ({summary.rejected} rejected, {summary.failed} unusable); "
@@ -128,6 +129,10 @@ def missing_weights(cfg: Config, stages: tuple[str, ...]) -> list[str]:
     names = needed_for(cfg)
     if not {"train", "sample"} & set(stages):
         names = [n for n in names if not W.REGISTRY[n].family]
+    if "sample" in stages:
+        from builder.sample.adherence import needed_weights as sample_weights
+
+        names += [n for n in sample_weights(cfg) if n not in names]
     if "sources" in stages:  # after the filter: the sources' SDXL base is needed without training
         from builder.sources.stage import needed_weights
 
@@ -233,12 +238,17 @@ def write_sheets(summary: BuildSummary, cfg: Config) -> None:
 
 
 def chosen_label(choice: dict | None) -> str:
-    """"hyperswap_1a_256 + gfpgan": the stages whose "best" mode picked among candidates."""
-    picked = [c["chosen"] for c in (choice or {}).values() if c.get("candidates")]
+    """"hyperswap_1a_256 + gfpgan": the stages whose "best" mode picked among candidates; where the
+    report judge would have kept another candidate, "(report: ghost)" follows the pick."""
+    picked = []
+    for c in (choice or {}).values():
+        if c.get("candidates"):
+            other = c.get("report_chosen")
+            picked.append(c["chosen"] + (f" (report: {other})" if other and other != c["chosen"] else ""))
     return " + ".join(picked)
 
 
-def print_build_summary(summary: BuildSummary) -> None:
+def print_build_summary(summary: BuildSummary, cfg: Config) -> None:
     tally = Tally.of(summary.records)
     scored = [r.quality for r in summary.records if r.quality and r.status != FAILED]
     console.print(summarize(scored, title=f"Quality filter: the scores kept {tally.scores_kept} of {len(scored)} results"))
@@ -254,6 +264,12 @@ def print_build_summary(summary: BuildSummary) -> None:
         f"[bold]build[/bold]: {summary.photos} photos ({summary.processed} this run): {escape(tally.describe())}; "
         f"in {summary.seconds:.1f}s"
     )
+    console.print(f"[bold]judges[/bold]: {escape(judges_sentence(cfg))}")
+    agreement = agreement_sentence(
+        judge_agreement([r.choice for r in summary.records]), cfg.faces.report_judge, same_network(cfg)
+    )
+    if agreement:
+        console.print(escape(agreement))
 
 
 def print_run_summary(run: RunSummary) -> None:

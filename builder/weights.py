@@ -328,6 +328,17 @@ _SPECS = [
         "RealVisXL V4.0, SDXL photo fine-tune (PhotoMaker's recommended base)",
         subdir="sdxl", optional=True, family="sdxl",
     ),
+    # ---- sample: prompt adherence (builder.sample.adherence) ----
+    # OpenAI CLIP ViT-B/32, the TorchScript archive OpenAI publishes (URL as open_clip's
+    # pretrained.py lists it). OpenAI's URLs carry the file's sha256 as their folder name, and
+    # clip.py's downloader checks it; no size is published beside it: unknown.
+    WeightSpec(
+        "clip_vit_b32", "ViT-B-32.pt",
+        "https://openaipublic.azureedge.net/clip/models/"
+        "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af/ViT-B-32.pt",
+        None, "40d365715913c9da98579312b702a82c18be219cc2a73407c4526f58eba950af",
+        "MIT (openai/CLIP)", "CLIP ViT-B/32: sample prompt adherence", subdir="clip",
+    ),
     # ---- sources (PhotoMaker V2) ----
     # TencentARC/PhotoMaker-V2 (inference_pmv2.py: hf_hub_download of photomaker-v2.bin). About
     # 1.8 GB on the hub; no exact size or sha256 could be read here: unknown.

@@ -155,3 +155,50 @@ def test_candidate_specs_and_shared_codeformer(dlib_cfg) -> None:
     cfg.swap.swapper, cfg.swap.swapper_candidates = "best", ["ghost", "nope"]
     with pytest.raises(ConfigError, match="'nope' is not one of"):
         swappers.weights(cfg)
+
+
+def test_report_pick_and_agreement_over_a_build() -> None:
+    """The report judge's own cosines, by the same rule, say which candidate it would have kept;
+    the build counts the faces where both judges kept the same one."""
+    from builder.pipeline import chosen_label
+    from builder.quality.summary import agreement_sentence, judge_agreement
+    from builder.swap.best import Choice, report_pick
+
+    def both(src: float, rep: float, rep_donor: float = 0.8) -> CandidateScore:
+        return CandidateScore(src, 0.5, 100.0, report_source_similarity=rep, report_donor_similarity=rep_donor)
+
+    agree = {"ghost": both(0.6, 0.95), "inswapper_128": both(0.5, 0.90)}
+    differ = {"ghost": both(0.6, 0.91), "inswapper_128": both(0.5, 0.94)}
+    took = {"ghost": both(0.6, 0.91), "inswapper_128": both(0.5, 0.97, rep_donor=0.99)}  # the report judge's donor
+    assert report_pick(agree, 0.93) == "ghost" and report_pick(differ, 0.93) == "inswapper_128"
+    assert report_pick(took, 0.93) == "ghost"  # by the report judge's own "did not take" threshold
+    assert report_pick({"a": score(0.9)}, 0.93) is None  # scored by one judge only
+    choices = [
+        {"swapper": Choice(pick(s, None), s, report_pick(s, 0.93)).to_dict(), "restorer": {"chosen": "gfpgan"}}
+        for s in (agree, differ, took)
+    ]
+    assert choices[1]["swapper"]["report_chosen"] == "inswapper_128"
+    assert choices[1]["swapper"]["candidates"]["ghost"]["report_source_similarity"] == 0.91
+    assert judge_agreement([*choices, None]) == {"swapper": (2, 3)}
+    assert agreement_sentence({"swapper": (2, 3)}, "dlib", same_network=False) == (
+        "best-of: the report judge (dlib) would have kept the same swapper on 2 of 3 faces"
+    )
+    assert "by construction" in agreement_sentence({"swapper": (3, 3)}, "dlib", same_network=True)
+    assert agreement_sentence({}, "dlib", False) is None
+    assert chosen_label(choices[1]) == "ghost (report: inswapper_128)" and chosen_label(choices[0]) == "ghost"
+
+
+def test_swapper_best_records_what_a_second_judge_would_have_kept(scene, dlib_cfg) -> None:
+    """A second judge instance (the report judge) scores every candidate again in the FFHQ crop."""
+    donor, donor_face, source, source_face, judge, identity = scene
+    report_judge = make_judge(dlib_cfg)
+    assert report_judge is not judge
+    identity = SourceIdentity(identity.vectors, identity.judge, report=identity.judge)
+    candidates = [IdentitySwapper(), SourceSwapper(source, source_face.kps)]
+    fused = FusedPass(candidates, IdentityRestorer(), None, PLAIN, judge, 0.93, report_judge, 0.93)
+    choice = fused.run([FaceJob(donor, donor_face)], identity)[0].choices["swapper"]
+    # The same network on the same crops: the same cosines and the same winner.
+    assert choice.report_chosen == choice.chosen == "source"
+    for s in choice.candidates.values():
+        assert s.report_source_similarity == pytest.approx(s.source_similarity, abs=1e-6)
+        assert s.report_donor_similarity == pytest.approx(s.donor_similarity, abs=1e-6)

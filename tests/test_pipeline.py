@@ -25,6 +25,7 @@ def test_a_real_run_lists_every_missing_file_and_the_base_model(tmp_path):
     needed = missing_weights(cfg, ("build", "caption", "train", "sample"))
     assert {"ghost_unet_2blocks", "ghost_arcface", "antelopev2", "codeformer", "parsing_bisenet", "blip_large", "epicrealism"} <= set(needed)
     assert "epicrealism" not in missing_weights(cfg, ("build", "caption"))
+    assert "clip_vit_b32" in needed and "clip_vit_b32" not in missing_weights(cfg, ("build", "caption", "train"))
     cfg.paths.base_model = "sd15"  # vanilla SD 1.5, one name away
     assert "sd15" in missing_weights(cfg, ("train",)) and "epicrealism" not in missing_weights(cfg, ("train",))
     cfg.swap.restorer, cfg.faces.detector, cfg.faces.judge = "gfpgan", "dlib", "dlib"

@@ -7,6 +7,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -73,6 +74,7 @@ def cfg(tiny_sd: Path, source_photo: Path) -> Config:
     c.faces.detector = "dlib"
     c.faces.judge = "dlib"
     c.sample.seeds = [1, 2]
+    c.sample.adherence = False  # a scorer is injected where a test needs one
     return c
 
 
@@ -334,23 +336,95 @@ def test_scores_and_best_epoch_on_real_photos(
 
 
 def test_best_epoch_prefers_mean_then_share_above() -> None:
-    from builder.sample.score import FaceScore, best_epoch, summarize
+    from builder.sample.score import FaceScore, summarize
+    from builder.sample.verdict import choose_best
 
     a = summarize("a", [FaceScore(True, 0.5), FaceScore(True, 0.3)], threshold=0.45)
     b = summarize("b", [FaceScore(True, 0.4), FaceScore(True, 0.4)], threshold=0.45)
     c = summarize("c", [FaceScore(False, None)], threshold=0.45)
     assert (a.mean_similarity, a.share_above_threshold) == (pytest.approx(0.4), 0.5)
-    assert best_epoch([b, a, c]).label == "a"  # same mean; a has more images above the threshold
-    assert best_epoch([c]) is None
+    # same mean; a has more images above the threshold (nothing measured leaks or is overfit)
+    assert choose_best([b, a, c], None, 0.25, 0.03).best == "a"
+    assert choose_best([c], None, 0.25, 0.03).best is None
 
 
-def test_identity_threshold_follows_the_judge_unless_configured() -> None:
+def test_identity_threshold_follows_the_report_judge_unless_configured() -> None:
     cfg = Config()
-    cfg.faces.judge = "dlib"
-    assert identity_threshold(cfg) == JUDGE_THRESHOLDS["dlib"].same_person == 0.90
-    cfg.faces.judge = "insightface"
-    assert identity_threshold(cfg) == JUDGE_THRESHOLDS["insightface"].same_person == 0.35
-    # The quality filter's default minimum is the same number: one scale per judge.
-    assert identity_thresholds(QualityConfig(), "insightface")[0] == identity_threshold(cfg)
+    cfg.faces.judge = "insightface"  # the selection judge does not set the samples' scale
+    assert identity_threshold(cfg) == JUDGE_THRESHOLDS[cfg.faces.report_judge].same_person == 0.90
+    # The quality filter's default minimum for the same judge is the same number: one scale per judge.
+    assert identity_thresholds(QualityConfig(), cfg.faces.report_judge)[0] == identity_threshold(cfg)
     cfg.sample.identity_threshold = 0.5
     assert identity_threshold(cfg) == 0.5
+
+class BackdropAdherence:
+    """A scorer whose answer is known: a sample shows its prompt when its backdrop (the outer
+    tenth of the image) has the colour the prompt names; 1 for that colour, 0.5 for grey."""
+
+    name = "backdrop colour"
+    COLOURS: ClassVar[dict[str, tuple[int, int, int]]] = {"red": (0, 0, 255), "blue": (255, 0, 0)}  # BGR
+
+    def score(self, image_bgr: np.ndarray, text: str) -> float:
+        target = next(np.array(c, np.float64) for word, c in self.COLOURS.items() if word in text)
+        m = max(2, min(image_bgr.shape[:2]) // 10)
+        ring = np.concatenate([part.reshape(-1, 3) for part in (
+            image_bgr[:m], image_bgr[-m:], image_bgr[:, :m], image_bgr[:, -m:])])
+        return float(1 - np.linalg.norm(ring.mean(axis=0) - target) / (255 * np.sqrt(3)))
+
+
+def _on_backdrop(image: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    h, w = image.shape[:2]
+    canvas = np.full((h * 3 // 2, w * 3 // 2, 3), colour, np.uint8)
+    canvas[h // 4 : h // 4 + h, w // 4 : w // 4 + w] = image
+    return canvas
+
+
+@pytest.mark.slow
+def test_best_epoch_skips_the_overfit_and_the_leaking_epoch(
+    cfg: Config, pipe: StableDiffusionPipeline, tmp_path: Path, source_photo: Path, donor_photos: list[Path],
+    data_dir: Path,
+) -> None:
+    """Known answers end to end: an epoch whose samples are the source photo on a grey backdrop
+    (ignoring "red/blue backdrop") is overfit, one whose samples are donor photos leaks, and the
+    best is the one that shows the source on the backdrops asked for."""
+    from builder.io import load_image, write_image
+
+    out = _run_folder(tmp_path, pipe)
+    write_kohya_lora(pipe.unet, pipe.text_encoder, out / "model" / "ohwx-000003.safetensors", seed=3)
+    (out / "sample_prompts.txt").write_text(
+        "ohwx woman, red backdrop --w 64 --h 64 --d 7 --s 1\nohwx woman, blue backdrop --w 64 --h 64 --s 1\n",
+        encoding="utf-8",
+    )
+    cfg.paths.donors = str(data_dir / "donors")
+    run_samples(cfg, out, adherence=BackdropAdherence())
+    red, blue, grey = (0, 0, 255), (255, 0, 0), (128, 128, 128)
+    source = load_image(source_photo)
+    donors = [load_image(p) for p in donor_photos[:6]]
+    placed = {
+        "base": [(donors[0], red), (donors[1], blue), (donors[2], blue)],
+        "ohwx-000001": [(source, red), (cv2.flip(source, 1), blue), (cv2.resize(source, None, fx=0.8, fy=0.8), blue)],
+        "ohwx-000002": [(source, grey)] * 3,  # the face, and nothing of the prompt
+        "ohwx-000003": [(donors[3], red), (donors[4], blue), (donors[5], blue)],
+    }
+    for label, images in placed.items():
+        for name, (image, colour) in zip(("p01_s7", "p02_s1", "p02_s2"), images, strict=True):
+            write_image(out / "samples" / label / f"{name}.png", _on_backdrop(image, colour))
+
+    result = run_samples(cfg, out, adherence=BackdropAdherence())
+    assert result.rendered == 0 and result.best_epoch == "ohwx-000001"
+    report = json.loads((out / "samples" / "report.json").read_text())
+    by = {e["label"]: e for e in report["epochs"]}
+    assert by["ohwx-000002"]["mean_similarity"] > by["ohwx-000001"]["mean_similarity"]  # best identity, yet overfit
+    assert by["ohwx-000002"]["verdict"] == {"leaking": False, "overfit": True, "qualifies": False,
+                                            "miss": pytest.approx((1 - 0.03 - by["ohwx-000002"]["mean_adherence"]) / 0.03, abs=1e-4)}
+    assert by["ohwx-000002"]["mean_adherence"] == pytest.approx(0.5, abs=0.01)
+    assert by["base"]["mean_adherence"] == pytest.approx(1.0) == by["ohwx-000001"]["mean_adherence"]
+    assert by["ohwx-000003"]["share_closer_to_donor"] == 1.0 and by["ohwx-000003"]["verdict"]["leaking"]
+    assert by["ohwx-000001"]["share_closer_to_donor"] == 0.0 and by["ohwx-000001"]["verdict"]["qualifies"]
+    rule = report["best_epoch_rule"]
+    assert rule["sentence"].startswith("best epoch ohwx-000001") and rule["base_adherence"] == pytest.approx(1.0)
+    assert (rule["max_donor_share"], rule["adherence_margin"]) == (0.25, 0.03)
+    image = next(i for i in report["images"] if i["file"] == "ohwx-000003/p01_s7.png")
+    assert image["donor_similarity"] > image["similarity"] and image["adherence"] == pytest.approx(1.0)
+    svg = (out / "samples" / "epochs.svg").read_text(encoding="utf-8")
+    assert "prompt adherence (CLIP)" in svg and rule["sentence"] in svg

@@ -143,6 +143,7 @@ def test_sdxl_epochs_are_scored_and_the_best_is_picked(
     cfg.paths.source = [str(source_photo)]
     cfg.runtime.device = "cpu"
     cfg.faces.detector = cfg.faces.judge = "dlib"
+    cfg.sample.adherence = False  # no CLIP weights here; test_verdicts covers the scorer
     result = run_samples(cfg, out)
     assert result.rendered == 3
     report = json.loads((out / "samples" / "report.json").read_text())

@@ -16,7 +16,7 @@ def add_build_flags(p: argparse.ArgumentParser) -> None:
     config_flag(p, "--out", dest="paths.out", metavar="DIR", help="run folder")
     config_flag(p, "--trigger", dest="character.trigger", help="trigger word (e.g. ohwx)")
     config_flag(p, "--class-word", dest="character.class_word", help="class word (e.g. woman)")
-    add_shared_flags(p, "--detector", "--judge", "--donor-face")
+    add_shared_flags(p, "--detector", "--judge", "--report-judge", "--donor-face")
     config_flag(p, "--generator", dest="swap.generator")
     config_flag(p, "--restorer", dest="swap.restorer")
     config_flag(p, "--codeformer-w", dest="swap.codeformer_w", type=float, help="CodeFormer fidelity (0 = quality, 1 = fidelity)")

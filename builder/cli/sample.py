@@ -14,7 +14,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         help="render sample grids of every saved LoRA epoch with identity scores",
         description="Render the sample prompts with fixed seeds for the base model (control row) and "
         "every LoRA in OUT/model/ (or the files given with --lora), score each face against the "
-        "source photos, and write OUT/samples/grid.png and OUT/samples/report.json.",
+        "source photos and the donor photos (report judge), score each image against its prompt (CLIP), "
+        "and write OUT/samples/grid.png, OUT/samples/epochs.svg and OUT/samples/report.json.",
     )
     p.add_argument("out", type=Path, metavar="OUT", help="run folder (the one holding model/ and sample_prompts.txt)")
     add_shared_flags(p, "--base-model", "--base-model-sha256", "--model-family")
@@ -27,9 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                 help="local diffusers folder with the configs a single-file base model needs offline")
     config_flag(p, "--seeds", dest="sample.seeds",
                 help="comma-separated seeds for prompt lines without --d ([sample] seeds)")
-    add_shared_flags(p, "--detector", "--judge")
+    add_shared_flags(p, "--detector", "--judge", "--report-judge")
+    config_flag(p, "--donors", dest="paths.donors",
+                help="donor photos for the leakage scores (default: the photos OUT/manifest.jsonl lists)")
     config_flag(p, "--no-score", dest="sample.score", action="store_const", const=False,
                 help="render and draw the grid without identity scores")
+    config_flag(p, "--no-adherence", dest="sample.adherence", action="store_const", const=False,
+                help="no CLIP prompt-adherence scores ([sample] adherence = false)")
     return p
 
 

@@ -144,5 +144,35 @@ JUDGES: dict[str, Callable[[Config], Judge]] = {
 }
 
 
+# The network each judge runs, for saying in words when both jobs fall to the same one.
+NETWORKS = {
+    "dlib": "dlib ResNet-29 (128-d)",
+    "insightface": "InsightFace ArcFace",
+}
+
+
 def make_judge(cfg: Config) -> Judge:
     return pick(JUDGES, cfg.faces.judge, "faces.judge")(cfg)
+
+
+def same_network(cfg: Config) -> bool:
+    return cfg.faces.report_judge == cfg.faces.judge
+
+
+def make_report_judge(cfg: Config, judge: Judge | None = None) -> Judge:
+    """The ``faces.report_judge``; the selection ``judge`` itself where both are the same network,
+    so nothing is loaded or computed twice."""
+    if judge is not None and same_network(cfg):
+        return judge
+    return pick(JUDGES, cfg.faces.report_judge, "faces.report_judge")(cfg)
+
+
+def judges_sentence(cfg: Config) -> str:
+    """What a reader must know about the reported scores: who selected, who reports."""
+    sel, rep = cfg.faces.judge, cfg.faces.report_judge
+    if same_network(cfg):
+        return (
+            f"selection and report judge are the same network ({NETWORKS.get(sel, sel)}): the reported "
+            "identity is what best-of maximised, not an independent check"
+        )
+    return f"selection judge {NETWORKS.get(sel, sel)}, report judge {NETWORKS.get(rep, rep)} (independent)"

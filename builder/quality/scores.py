@@ -57,6 +57,10 @@ class Scores:
     redetect_iou: float | None = None  # best overlap with the swap box
     phash: str | None = None  # 64-bit DCT perceptual hash of the result, hex
     judge: str | None = None  # which recognition net measured the similarities (their scale differs)
+    # The same two cosines by faces.report_judge: what is reported, never what is selected by.
+    report_source_similarity: float | None = None
+    report_donor_similarity: float | None = None
+    report_judge: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: a NaN (a pose the landmarks could not give) is written as null."""
@@ -148,6 +152,8 @@ def score_result(
     judge: Judge | None = None,
     detector: Detector | None = None,
     donor_embedding: np.ndarray | None = None,
+    report_judge: Judge | None = None,
+    report_source_identity: np.ndarray | None = None,
 ) -> Scores:
     """Measure one result against its donor photo.
 
@@ -155,6 +161,8 @@ def score_result(
     The judge embeds the result at the donor face's landmarks, because the swap keeps the
     face where it was; ``donor_embedding`` saves re-embedding the original when the caller
     already has it. Scores that need a missing model are left ``None`` and not judged.
+    ``report_judge`` measures the same two cosines again for the report; when it is the
+    selection judge itself, its numbers are copied rather than computed twice.
     """
     if face is None:
         return Scores(face_found=False, phash=phash(original_bgr))
@@ -180,6 +188,17 @@ def score_result(
             scores.source_similarity = float(cosine(result_emb, source_identity))
         donor = donor_embedding if donor_embedding is not None else judge.embed(original_bgr, face)
         scores.donor_similarity = float(cosine(result_emb, donor))
+    if report_judge is not None:
+        scores.report_judge = report_judge.name
+        if report_judge is judge:
+            scores.report_source_similarity, scores.report_donor_similarity = (
+                scores.source_similarity, scores.donor_similarity,
+            )
+        else:
+            emb = report_judge.embed(result, face)
+            if report_source_identity is not None:
+                scores.report_source_similarity = float(cosine(emb, report_source_identity))
+            scores.report_donor_similarity = float(cosine(emb, report_judge.embed(original_bgr, face)))
     if detector is not None:
         count, best, iou = redetect(result, box, detector)
         scores.redetect_faces, scores.redetect_score, scores.redetect_iou = count, best, iou

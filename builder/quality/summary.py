@@ -18,6 +18,8 @@ SCORE_COLUMNS = (
     "blur_ratio",
     "source_similarity",
     "donor_similarity",
+    "report_source_similarity",
+    "report_donor_similarity",
     "yaw",
     "pitch",
     "redetect_faces",
@@ -47,6 +49,28 @@ def distributions(records: list[Assessment | dict[str, Any]]) -> dict[str, tuple
             arr = np.asarray(values, dtype=np.float64)
             out[name] = (len(values), float(arr.min()), float(np.median(arr)), float(arr.max()))
     return out
+
+
+def judge_agreement(choices: list[dict[str, Any] | None]) -> dict[str, tuple[int, int]]:
+    """Per best-of stage ("swapper", "restorer"): (faces where the report judge would have kept
+    the same candidate, faces where both judges scored the candidates)."""
+    out: dict[str, tuple[int, int]] = {}
+    for choice in choices:
+        for stage, c in (choice or {}).items():
+            if isinstance(c, dict) and c.get("report_chosen") is not None:
+                agree, total = out.get(stage, (0, 0))
+                out[stage] = (agree + (c["report_chosen"] == c.get("chosen")), total + 1)
+    return out
+
+
+def agreement_sentence(agreement: dict[str, tuple[int, int]], report_judge: str, same_network: bool) -> str | None:
+    """e.g. "best-of: the report judge (dlib) kept the same swapper on 7 of 10 faces"; None without a best-of."""
+    if not agreement:
+        return None
+    if same_network:
+        return "best-of: one network both selected and reports, so the judges agree by construction"
+    parts = [f"the same {stage} on {a} of {n} faces" for stage, (a, n) in sorted(agreement.items())]
+    return f"best-of: the report judge ({report_judge}) would have kept " + "; ".join(parts)
 
 
 def summarize(records: list[Assessment | dict[str, Any]], title: str | None = None) -> Table:

@@ -24,6 +24,7 @@ from builder.io import read_jsonl
 from builder.kohya.dataset import instance_dir
 from builder.manifest import KEPT, Record, Tally, result_name
 from builder.overrides import Stamp, load_overrides
+from builder.review.epochs import EPOCH_VERDICT_KEYS, epoch_plot_view
 from builder.review.thumbs import FULL_KINDS, KINDS
 
 # Record fields the page shows in their own place, or leaves out (geometry, timings); any other
@@ -194,7 +195,7 @@ def samples_view(out: Path) -> dict[str, Any] | None:
     epochs = []
     for e in report.get("epochs", []):
         if isinstance(e, dict):
-            epochs.append({**{k: e.get(k) for k in ("label", "kind", "number", "mean_similarity", "share_with_face", "share_above_threshold")}, "images": images.get(e.get("label"), [])})
+            epochs.append({**{k: e.get(k) for k in ("label", "kind", "number", "mean_similarity", "share_with_face", "share_above_threshold", *EPOCH_VERDICT_KEYS)}, "images": images.get(e.get("label"), [])})
     grid = Path(out) / "samples" / "grid.png"
     return {
         "best_epoch": report.get("best_epoch"),
@@ -203,4 +204,5 @@ def samples_view(out: Path) -> dict[str, Any] | None:
         "complete": report.get("complete"),
         "epochs": epochs,
         "grid": file_url("samples/grid.png") if grid.is_file() else None,
+        **epoch_plot_view(out, report),
     }

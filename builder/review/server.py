@@ -261,9 +261,11 @@ class ReviewApp:
         headers = {"Content-Security-Policy": FILE_CSP}
         if suffix in BROWSER_IMAGES:
             media = BROWSER_IMAGES[suffix]
+        elif suffix == ".svg":  # the epoch plot: an image in <img>; opened on its own, FILE_CSP runs none of its scripts
+            media = "image/svg+xml"
         elif suffix in TEXT_FILES:
             media = "text/plain; charset=utf-8"
-        else:  # .html, .svg, .js and the rest: a download, never a page of this origin
+        else:  # .html, .js and the rest: a download, never a page of this origin
             media = "application/octet-stream"
             headers["Content-Disposition"] = "attachment"
         return FileResponse(path, media_type=media, headers=headers)

@@ -20,8 +20,11 @@ from builder.console import console
 from builder.sample.epochs import Epoch
 from builder.sample.prompts import SamplePrompt
 from builder.sample.score import EpochSummary
+from builder.sample.verdict import BestEpoch
 
-REPORT_VERSION = 1
+# 2: each image's donor similarity and adherence, each epoch's leakage, adherence and
+# validation loss, and the best-epoch rule with its verdict per epoch.
+REPORT_VERSION = 2
 
 
 @dataclass
@@ -40,7 +43,9 @@ class ImageRecord:
     file: str  # relative to samples/
     key: str
     face_found: bool | None = None  # None: not scored
-    similarity: float | None = None
+    similarity: float | None = None  # report judge cosine to the source identity
+    donor_similarity: float | None = None  # the same to the donor identity
+    adherence: float | None = None  # CLIP cosine to the prompt without the trigger
 
 
 def file_fingerprint(path: Path) -> list[Any]:
@@ -87,9 +92,10 @@ def build_report(
     epochs: list[Epoch],
     records: list[ImageRecord],
     summaries: dict[str, EpochSummary],
-    best: str | None,
+    verdict: BestEpoch | None,
     complete: bool,
 ) -> dict[str, Any]:
+    verdicts = verdict.to_dict()["verdicts"] if verdict else {}
     return {
         "version": REPORT_VERSION,
         "complete": complete,
@@ -104,10 +110,14 @@ def build_report(
                 "kind": e.kind,
                 "number": e.number,
                 **({k: v for k, v in asdict(summaries[e.label]).items() if k != "label"} if e.label in summaries else {}),
+                **({"verdict": verdicts[e.label]} if e.label in verdicts else {}),
             }
             for e in epochs
         ],
-        "best_epoch": best,
+        "best_epoch": verdict.best if verdict else None,
+        "best_epoch_rule": (
+            {k: v for k, v in verdict.to_dict().items() if k not in ("verdicts", "best")} if verdict else None
+        ),
         "images": [asdict(r) for r in records],
     }
 
@@ -118,20 +128,47 @@ def _fmt(value: float | None, pct: bool = False) -> str:
     return f"{value * 100:.0f}%" if pct else f"{value:.3f}"
 
 
-def print_table(epochs: list[Epoch], summaries: dict[str, EpochSummary], best: str | None, threshold: float) -> None:
-    table = Table(title="Samples: identity similarity to the source")
+def _flags(label: str, verdict: BestEpoch | None) -> str:
+    if verdict is None or label not in verdict.verdicts:
+        return ""
+    v = verdict.verdicts[label]
+    marks = [m for m, on in (("[red]leaks donor[/]", v.leaking), ("[red]overfit[/]", v.overfit)) if on]
+    if label == verdict.best:
+        marks.append("[bold green]best[/]")
+    elif label == verdict.closest:
+        marks.append("[yellow]closest[/]")
+    return " ".join(marks)
+
+
+def print_table(
+    epochs: list[Epoch], summaries: dict[str, EpochSummary], verdict: BestEpoch | None, threshold: float
+) -> None:
+    """One row per epoch: identity, donor leakage, adherence (and validation loss when logged)."""
+    table = Table(title="Samples: identity to the source, leakage to the donor, prompt adherence")
     table.add_column("epoch")
     table.add_column("images", justify="right")
     table.add_column("with face", justify="right")
-    table.add_column("mean similarity", justify="right")
+    table.add_column("identity", justify="right")
     table.add_column(f">= {threshold:g}", justify="right")
+    table.add_column("donor sim.", justify="right")
+    table.add_column("closer to donor", justify="right")
+    table.add_column("adherence", justify="right")
+    show_loss = any(s.validation_loss is not None for s in summaries.values())
+    if show_loss:
+        table.add_column("val. loss", justify="right")
+    table.add_column("verdict")
     for e in epochs:
         s = summaries.get(e.label)
-        name = escape(e.label) + (" (control)" if e.is_control else "") + (" [bold green]best[/]" if e.label == best else "")
+        name = escape(e.label) + (" (control)" if e.is_control else "")
         if s is None:
-            table.add_row(name, "-", "-", "-", "-")
+            table.add_row(name, *["-"] * (8 + show_loss))
             continue
+        loss = [_fmt(s.validation_loss)] if show_loss else []
         table.add_row(
-            name, str(s.images), _fmt(s.share_with_face, True), _fmt(s.mean_similarity), _fmt(s.share_above_threshold, True)
+            name, str(s.images), _fmt(s.share_with_face, True), _fmt(s.mean_similarity), _fmt(s.share_above_threshold, True),
+            _fmt(s.mean_donor_similarity), _fmt(s.share_closer_to_donor, True), _fmt(s.mean_adherence), *loss,
+            _flags(e.label, verdict),
         )
     console.print(table)
+    if verdict is not None:
+        console.print(f"best epoch rule: {escape(verdict.rule)}")

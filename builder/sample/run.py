@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ from builder.config import Config
 from builder.console import console, progress, random_weights_banner
 from builder.device import resolve_device
 from builder.io import atomic_write_json, load_image, write_image
+from builder.sample.adherence import Adherence, ClipAdherence, strip_trigger
 from builder.sample.epochs import CONTROL, Epoch, epochs_from_files, find_epochs
 from builder.sample.grid import Row, Tile, draw_grid
 from builder.sample.pipeline import (
@@ -22,6 +25,7 @@ from builder.sample.pipeline import (
     render,
     resolve_base_model,
 )
+from builder.sample.plot import PLOT_FILE, write_epoch_plot
 from builder.sample.prompts import SamplePrompt, load_prompts
 from builder.sample.report import (
     ImageRecord,
@@ -35,10 +39,10 @@ from builder.sample.score import (
     EpochSummary,
     FaceScore,
     IdentityScorer,
-    best_epoch,
     identity_threshold,
     summarize,
 )
+from builder.sample.verdict import BestEpoch, choose_best
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,8 @@ class SampleResult:
     best_epoch: str | None
     rendered: int  # images rendered this run (the rest were reused)
     summaries: dict[str, EpochSummary]
+    verdict: BestEpoch | None = None  # the rule's outcome; None when not scored
+    score_seconds: dict[str, float] | None = None  # time spent per score kind (bench/)
 
 
 @dataclass(frozen=True)
@@ -63,17 +69,24 @@ class Job:
         return f"{self.epoch.label}/p{self.prompt_index + 1:02d}_s{self.seed}.png"
 
 
-def run_samples(cfg: Config, out: Path, loras: list[Path] | None = None) -> SampleResult:
-    """Sample ``loras`` (default: every LoRA in ``<out>/model/``) and the base model; see the module doc."""
+def run_samples(
+    cfg: Config, out: Path, loras: list[Path] | None = None, adherence: Adherence | None = None
+) -> SampleResult:
+    """Sample ``loras`` (default: every LoRA in ``<out>/model/``) and the base model; see the module doc.
+
+    ``adherence`` replaces the CLIP scorer ``[sample] adherence`` would load.
+    """
     out = Path(out)
     if cfg.runtime.random_weights:
         random_weights_banner()
     epochs = [CONTROL, *(epochs_from_files(loras) if loras else find_epochs(out / "model"))]
     base = resolve_base_model(cfg)
     prompts, prompts_from = load_prompts(cfg, out)
-    scorer = IdentityScorer(cfg) if cfg.sample.score else None  # before rendering: fail early, not after an hour
+    scorer = IdentityScorer(cfg, out) if cfg.sample.score else None  # before rendering: fail early, not after an hour
     if scorer is None:
         console.print("[yellow]identity scoring is off ([sample] score = false)[/yellow]")
+    elif adherence is None and cfg.sample.adherence:
+        adherence = ClipAdherence.load(cfg, str(resolve_device(cfg.runtime.device)))
 
     samples = out / "samples"
     report_path = samples / "report.json"
@@ -101,7 +114,7 @@ def run_samples(cfg: Config, out: Path, loras: list[Path] | None = None) -> Samp
     todo = [j for j in jobs if not (old.get(j.file) == records[j.file].key and (samples / j.file).is_file())]
     done = {j.file for j in jobs} - {j.file for j in todo}
 
-    def save(complete: bool, summaries: dict[str, EpochSummary] | None = None, best: str | None = None) -> None:
+    def save(complete: bool, summaries: dict[str, EpochSummary] | None = None, verdict: BestEpoch | None = None) -> None:
         # Only finished images go in the report, so an interrupted run resumes where it stopped.
         shown = [records[j.file] for j in jobs if j.file in done]
         atomic_write_json(
@@ -109,7 +122,7 @@ def run_samples(cfg: Config, out: Path, loras: list[Path] | None = None) -> Samp
             build_report(
                 base_model=str(base), prompts_from=prompts_from, threshold=identity_threshold(cfg),
                 scored=scorer is not None, epochs=epochs, records=shown, summaries=summaries or {},
-                best=best, complete=complete,
+                verdict=verdict, complete=complete,
             ),
         )
 
@@ -120,16 +133,21 @@ def run_samples(cfg: Config, out: Path, loras: list[Path] | None = None) -> Samp
     if todo:
         _render_all(cfg, base, epochs, todo, samples, done, save)
 
-    summaries, best = _score_all(cfg, scorer, epochs, jobs, records, samples)
-    save(True, summaries, best)
+    summaries, verdict, seconds = _score_all(cfg, scorer, adherence, epochs, jobs, records, samples, out)
+    best = verdict.best if verdict else None
+    save(True, summaries, verdict)
     grid = samples / "grid.png"
     write_image(grid, _grid(cfg, epochs, prompts, jobs, records, samples, summaries, best))
-    print_table(epochs, summaries, best, identity_threshold(cfg))
+    plot = write_epoch_plot(samples / PLOT_FILE, epochs, summaries, verdict) if verdict else None
+    if plot is None:  # unscored: an earlier run's curves would no longer match the report
+        (samples / PLOT_FILE).unlink(missing_ok=True)
+    print_table(epochs, summaries, verdict, identity_threshold(cfg))
     console.print(
         f"grid: {escape(str(grid))}\nreport: {escape(str(report_path))}"
-        + (f"\nbest epoch: [bold]{escape(best)}[/bold]" if best else "")
+        + (f"\nepoch plot: {escape(str(plot))}" if plot else "")
+        + (f"\n[bold]{escape(verdict.sentence)}[/bold]" if verdict else "")
     )
-    return SampleResult(samples, grid, report_path, best, len(todo), summaries)
+    return SampleResult(samples, grid, report_path, best, len(todo), summaries, verdict, seconds)
 
 
 def _render_all(
@@ -155,29 +173,69 @@ def _render_all(
                     bar.advance(task)
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def validation_losses(out: Path, epochs: list[Epoch]) -> dict[str, float]:
+    """Each epoch's validation loss from the training log; the final file has the last epoch's."""
+    from builder.kohya.events import epoch_scalars
+
+    losses = epoch_scalars(out / "log")
+    if not losses:
+        return {}
+    found = {}
+    for e in epochs:
+        number = e.number if e.kind == "epoch" else max(losses) if e.kind == "final" else None
+        if number in losses:
+            found[e.label] = losses[number]
+    return found
+
+
 def _score_all(
     cfg: Config,
     scorer: IdentityScorer | None,
+    adherence: Adherence | None,
     epochs: list[Epoch],
     jobs: list[Job],
     records: dict[str, ImageRecord],
     samples: Path,
-) -> tuple[dict[str, EpochSummary], str | None]:
+    out: Path,
+) -> tuple[dict[str, EpochSummary], BestEpoch | None, dict[str, float]]:
+    seconds = {"identity": 0.0, "adherence": 0.0}
     if scorer is None:
-        return {}, None
+        return {}, None, seconds
+    seconds["donor_identity"] = scorer.donor_seconds
     scores: dict[str, list[FaceScore]] = {e.label: [] for e in epochs}
     with progress() as bar:
         task = bar.add_task("scoring", total=len(jobs), status="")
         for job in jobs:
-            s = scorer.score(load_image(samples / job.file, cfg.runtime.max_pixels))
-            records[job.file].face_found = s.face_found
-            records[job.file].similarity = None if s.similarity is None else round(s.similarity, 4)
+            image = load_image(samples / job.file, cfg.runtime.max_pixels)
+            t0 = time.perf_counter()
+            s = scorer.score(image)
+            t1 = time.perf_counter()
+            if adherence is not None:
+                text = strip_trigger(job.prompt.text, cfg.character.trigger)
+                s = dataclasses.replace(s, adherence=adherence.score(image, text))
+            seconds["identity"] += t1 - t0
+            seconds["adherence"] += time.perf_counter() - t1
+            r = records[job.file]
+            r.face_found = s.face_found
+            r.similarity, r.donor_similarity, r.adherence = (
+                _round(s.similarity), _round(s.donor_similarity), _round(s.adherence)
+            )
             scores[job.epoch.label].append(s)
             bar.advance(task)
     threshold = identity_threshold(cfg)
-    summaries = {label: summarize(label, s, threshold) for label, s in scores.items()}
-    best = best_epoch([summaries[e.label] for e in epochs if not e.is_control])
-    return summaries, best.label if best else None
+    losses = validation_losses(out, epochs)
+    summaries = {label: summarize(label, s, threshold, losses.get(label)) for label, s in scores.items()}
+    verdict = choose_best(
+        [summaries[e.label] for e in epochs if not e.is_control],
+        next((summaries[e.label] for e in epochs if e.is_control), None),
+        cfg.sample.max_donor_share,
+        cfg.sample.adherence_margin,
+    )
+    return summaries, verdict, seconds
 
 
 def _grid(
@@ -209,5 +267,9 @@ def _grid(
         if s is not None:
             mean = "-" if s.mean_similarity is None else f"{s.mean_similarity:.3f}"
             summary += [f"mean similarity {mean}", f"faces {s.share_with_face:.0%}", f">= {threshold:g}: {s.share_above_threshold:.0%}"]
+            if s.share_closer_to_donor is not None:
+                summary.append(f"closer to donor {s.share_closer_to_donor:.0%}")
+            if s.mean_adherence is not None:
+                summary.append(f"adherence {s.mean_adherence:.3f}")
         rows.append(Row(label=e.label, summary=summary, tiles=tiles, best=e.label == best))
     return draw_grid(rows, columns)

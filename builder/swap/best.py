@@ -7,6 +7,10 @@ own recognizer): cosine to the source, cosine to the donor's own face, and the L
 sharpness of the face. The winner has the highest source similarity among the candidates whose
 donor similarity is below the "did not take" threshold (all of them when none is); within
 ``TIE`` of the best similarity, the sharper one wins.
+
+With a report judge (``faces.report_judge``) every candidate is scored a second time, and the
+same rule run on those scores says which candidate the report judge would have kept
+(``Choice.report_chosen``): the build counts how often the two judges agree.
 """
 
 from __future__ import annotations
@@ -30,18 +34,26 @@ class CandidateScore:
     source_similarity: float
     donor_similarity: float
     sharpness: float  # Laplacian variance of the face box (builder.quality.scores.BLUR_SIZE square)
+    report_source_similarity: float | None = None  # the report judge's cosines, where there is one
+    report_donor_similarity: float | None = None
 
 
 @dataclass(frozen=True)
 class Choice:
     chosen: str
     candidates: dict[str, CandidateScore]
+    report_chosen: str | None = None  # the candidate the report judge's scores would have kept
 
     def to_dict(self) -> dict:
-        return {
+        out: dict = {
             "chosen": self.chosen,
-            "candidates": {k: {f: round(v, 4) for f, v in asdict(s).items()} for k, s in self.candidates.items()},
+            "candidates": {
+                k: {f: round(v, 4) for f, v in asdict(s).items() if v is not None} for k, s in self.candidates.items()
+            },
         }
+        if self.report_chosen is not None:
+            out["report_chosen"] = self.report_chosen
+        return out
 
 
 def pick(scores: dict[str, CandidateScore], max_donor_similarity: float | None) -> str:
@@ -57,18 +69,51 @@ def pick(scores: dict[str, CandidateScore], max_donor_similarity: float | None) 
     return max(near, key=lambda k: pool[k].sharpness)
 
 
+def report_pick(scores: dict[str, CandidateScore], max_donor_similarity: float | None) -> str | None:
+    """``pick`` on the report judge's cosines; None when the candidates were not scored by one."""
+    if any(s.report_source_similarity is None or s.report_donor_similarity is None for s in scores.values()):
+        return None
+    return pick(
+        {
+            k: CandidateScore(s.report_source_similarity, s.report_donor_similarity, s.sharpness)  # type: ignore[arg-type]
+            for k, s in scores.items()
+        },
+        max_donor_similarity,
+    )
+
+
 class CropJudge:
     """Scores FFHQ crops of one batch of faces against the source and each face's donor."""
 
-    def __init__(self, judge: Judge, source: np.ndarray, originals: np.ndarray, faces: Sequence[Face]):
+    def __init__(
+        self,
+        judge: Judge,
+        source: np.ndarray,
+        originals: np.ndarray,
+        faces: Sequence[Face],
+        report: tuple[Judge, np.ndarray] | None = None,
+    ):
         self.judge = judge
         self.source = source
         self.faces = list(faces)
         self.donors = [judge.embed(crop, face) for crop, face in zip(originals, self.faces, strict=True)]
+        # (report judge, source identity by it); the selection judge itself is scored once.
+        self.report = report
+        self.report_donors = (
+            self.donors
+            if report is None or report[0] is judge
+            else [report[0].embed(crop, face) for crop, face in zip(originals, self.faces, strict=True)]
+        )
 
     @classmethod
     def for_jobs(
-        cls, judge: Judge, source: np.ndarray, originals: np.ndarray, faces: Sequence[Face], m_ffhq: Sequence[np.ndarray]
+        cls,
+        judge: Judge,
+        source: np.ndarray,
+        originals: np.ndarray,
+        faces: Sequence[Face],
+        m_ffhq: Sequence[np.ndarray],
+        report: tuple[Judge, np.ndarray] | None = None,
     ) -> CropJudge:
         """The donor faces mapped into their FFHQ crops (the judge re-finds dense landmarks there)."""
         mapped = [
@@ -79,21 +124,37 @@ class CropJudge:
             )
             for f, m in zip(faces, m_ffhq, strict=True)
         ]
-        return cls(judge, source, originals, mapped)
+        return cls(judge, source, originals, mapped, report)
 
     def score(self, i: int, crop: np.ndarray) -> CandidateScore:
         emb = self.judge.embed(crop, self.faces[i])
+        src, donor = float(cosine(emb, self.source)), float(cosine(emb, self.donors[i]))
+        rep_src = rep_donor = None
+        if self.report is not None:
+            rep_judge, rep_source = self.report
+            rep_emb = emb if rep_judge is self.judge else rep_judge.embed(crop, self.faces[i])
+            rep_src = float(cosine(rep_emb, rep_source))
+            rep_donor = float(cosine(rep_emb, self.report_donors[i]))
         return CandidateScore(
-            source_similarity=float(cosine(emb, self.source)),
-            donor_similarity=float(cosine(emb, self.donors[i])),
+            source_similarity=src,
+            donor_similarity=donor,
             sharpness=laplacian_variance(crop, self.faces[i].box),
+            report_source_similarity=rep_src,
+            report_donor_similarity=rep_donor,
         )
 
 
 def best_of(
-    candidates: dict[str, np.ndarray], judge: CropJudge, max_donor_similarity: float | None
+    candidates: dict[str, np.ndarray],
+    judge: CropJudge,
+    max_donor_similarity: float | None,
+    report_max_donor_similarity: float | None = None,
 ) -> tuple[np.ndarray, list[Choice]]:
-    """(N, H, W, 3) crops per candidate -> the winning crop of each face, and every face's Choice."""
+    """(N, H, W, 3) crops per candidate -> the winning crop of each face, and every face's Choice.
+
+    ``report_max_donor_similarity`` is the report judge's own "did not take" cosine (the judges'
+    scales differ), used only to say what the report judge would have kept.
+    """
     names = list(candidates)
     n = len(next(iter(candidates.values())))
     winners, choices = [], []
@@ -101,5 +162,5 @@ def best_of(
         scores = {k: judge.score(i, candidates[k][i]) for k in names}
         chosen = pick(scores, max_donor_similarity)
         winners.append(candidates[chosen][i])
-        choices.append(Choice(chosen, scores))
+        choices.append(Choice(chosen, scores, report_pick(scores, report_max_donor_similarity)))
     return np.stack(winners), choices

@@ -84,6 +84,8 @@ class FusedPass:
         cfg: SwapConfig,
         judge: Judge | None = None,
         max_donor_similarity: float | None = None,
+        report_judge: Judge | None = None,
+        report_max_donor_similarity: float | None = None,
     ):
         self.swappers = [swappers] if not isinstance(swappers, Sequence) else list(swappers)
         self.restorers = [restorers] if not isinstance(restorers, Sequence) else list(restorers)
@@ -97,6 +99,9 @@ class FusedPass:
         self.cfg = cfg
         self.judge = judge
         self.max_donor_similarity = max_donor_similarity
+        # Scores every candidate a second time so the build can say how often both judges agree.
+        self.report_judge = report_judge
+        self.report_max_donor_similarity = report_max_donor_similarity
         self._edges = {
             s.name: align.box_mask(s.crop_size, int(s.crop_size * SWAP_EDGE_ERODE), int(s.crop_size * SWAP_EDGE_FEATHER))
             for s in self.swappers
@@ -135,7 +140,14 @@ class FusedPass:
         if self.judge is not None and (len(self.swappers) > 1 or len(self.restorers) > 1):
             if source.judge is None:
                 raise ValueError("choosing among candidates needs the source's judge embedding")
-            crop_judge = CropJudge.for_jobs(self.judge, source.judge, originals, [j.face for j in jobs], m_ffhq)
+            report = (
+                (self.report_judge, source.report)
+                if self.report_judge is not None and source.report is not None
+                else None
+            )
+            crop_judge = CropJudge.for_jobs(
+                self.judge, source.judge, originals, [j.face for j in jobs], m_ffhq, report
+            )
             start = tick("judge", start)
 
         carried: dict[str, np.ndarray] = {}
@@ -158,7 +170,9 @@ class FusedPass:
 
         swap_choices: list[Choice | None] = [None] * n
         if len(carried) > 1:
-            merged_arr, picked = best_of(carried, crop_judge, self.max_donor_similarity)
+            merged_arr, picked = best_of(
+                carried, crop_judge, self.max_donor_similarity, self.report_max_donor_similarity
+            )
             swap_choices = list(picked)
             start = tick("choose", start)
         else:
@@ -178,7 +192,7 @@ class FusedPass:
         start = tick("restore", start)
         restore_choices: list[Choice | None] = [None] * n
         if len(restored_by) > 1:
-            restored, picked = best_of(restored_by, crop_judge, None)
+            restored, picked = best_of(restored_by, crop_judge, None, None)
             restore_choices = list(picked)
             start = tick("choose", start)
         else:

@@ -18,6 +18,7 @@ from builder.models.base import Swapper
 class SourceIdentity:
     vectors: dict[str, np.ndarray]  # swapper name -> what that swapper is conditioned on
     judge: np.ndarray | None  # L2-normalised judge embedding, for scoring results
+    report: np.ndarray | None = None  # the same by faces.report_judge, for the reported scores
     used: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
@@ -53,7 +54,12 @@ def source_paths(sources: list[str]) -> list[Path]:
 
 
 def source_identity(
-    paths: list[Path], detector, swappers: Sequence[Swapper], judge=None, max_pixels: int = 60_000_000
+    paths: list[Path],
+    detector,
+    swappers: Sequence[Swapper],
+    judge=None,
+    max_pixels: int = 60_000_000,
+    report_judge=None,
 ) -> SourceIdentity:
     """Embed every source photo with each swapper's own recognizer; each swapper averages its own.
 
@@ -61,6 +67,7 @@ def source_identity(
     """
     raw: dict[str, list[np.ndarray]] = {s.name: [] for s in swappers}
     judged: list[np.ndarray] = []
+    reported: list[np.ndarray] = []
     used: list[str] = []
     failed: list[tuple[str, str]] = []
     for path in paths:
@@ -78,10 +85,15 @@ def source_identity(
             raw[swapper.name].append(np.asarray(swapper.embed_source(image, face.kps), dtype=np.float32))
         if judge is not None:
             judged.append(judge.embed(image, face))
+        if report_judge is not None and report_judge is not judge:
+            reported.append(report_judge.embed(image, face))
         used.append(str(path))
     if not used:
         details = "; ".join(f"{p}: {r}" for p, r in failed) or "no source photos given"
         raise BuilderError(f"no usable source face ({details})")
     vectors = {s.name: np.asarray(s.identity(np.stack(raw[s.name])), dtype=np.float32) for s in swappers}
     judge_vec = average_identity(np.stack(judged)) if judged else None
-    return SourceIdentity(vectors=vectors, judge=judge_vec, used=used, failed=failed)
+    report_vec = average_identity(np.stack(reported)) if reported else None
+    if report_judge is not None and report_judge is judge:
+        report_vec = judge_vec
+    return SourceIdentity(vectors=vectors, judge=judge_vec, report=report_vec, used=used, failed=failed)

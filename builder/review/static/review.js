@@ -532,9 +532,16 @@ function renderSamples() {
   const box = document.getElementById("samples");
   const sm = state.samples;
   if (!sm) { box.replaceChildren(el("p", { text: "No samples yet: run `launch.py sample OUT` (or `run`) after training, then reload." })); return; }
-  const parts = [el("p", { text: sm.best_epoch ? `best epoch: ${sm.best_epoch}` : "no best epoch (the samples were not scored)" }), plot(sm.epochs, sm.best_epoch, sm.threshold)];
+  const parts = [el("p", { text: sm.verdict || (sm.best_epoch ? `best epoch: ${sm.best_epoch}` : "no best epoch (the samples were not scored)") }), plot(sm.epochs, sm.best_epoch, sm.threshold)];
+  // The sample stage's three curves (identity, donor leakage, adherence) and the rule they decide by.
+  if (sm.epoch_plot) parts.push(el("figure", { id: "epoch-plot" }, el("img", { src: sm.epoch_plot, alt: "identity, donor leakage and prompt adherence per epoch" }), el("figcaption", { text: sm.rule ? `best epoch rule: ${sm.rule}` : "" })));
   for (const e of sm.epochs) {
-    const head = `${e.label}${e.kind === "control" ? " (base model, control)" : ""}${e.label === sm.best_epoch ? " — best" : ""}: mean similarity ${fmt(e.mean_similarity)}`;
+    const v = e.verdict || {};
+    const flags = [v.leaking ? "leaks the donor" : "", v.overfit ? "overfit" : ""].filter(Boolean).join(", ");
+    const extra = (typeof e.share_closer_to_donor === "number" ? ` · closer to donor ${Math.round(e.share_closer_to_donor * 100)}%` : "")
+      + (typeof e.mean_adherence === "number" ? ` · adherence ${fmt(e.mean_adherence)}` : "")
+      + (typeof e.validation_loss === "number" ? ` · val. loss ${fmt(e.validation_loss)}` : "") + (flags ? ` — ${flags}` : "");
+    const head = `${e.label}${e.kind === "control" ? " (base model, control)" : ""}${e.label === sm.best_epoch ? " — best" : ""}: mean similarity ${fmt(e.mean_similarity)}${extra}`;
     parts.push(el("div", { class: `epoch${e.label === sm.best_epoch ? " best" : ""}`, "data-epoch": e.label }, el("h3", { text: head }),
       el("div", { class: "row" }, ...e.images.map((im) => el("figure", {}, el("img", { src: im.url, alt: im.prompt, loading: "lazy" }),
         el("figcaption", { text: `seed ${im.seed} · ${im.face_found === false ? "no face" : "sim " + fmt(im.similarity)}` }))))));
