@@ -61,6 +61,7 @@ def main() -> None:
     ap.add_argument("--presses", type=int, default=10)
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="review-bench-"))
+    (root / "small").mkdir()
     built, clip, _ = build_random_run(root / "small", DATA, DATA / "source" / "5-10.png")
     results = {}
     with chromium() as driver:
