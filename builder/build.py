@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from builder import families
+from builder import caption_store, families
 from builder.config import Config
 from builder.console import console, progress
 from builder.dataset import closeups, loss_masks
@@ -32,7 +32,6 @@ from builder.faces.types import Face
 from builder.io import (
     atomic_write_bytes,
     atomic_write_json,
-    atomic_write_text,
     list_images,
     load_image,
     remove_stale_temps,
@@ -543,13 +542,15 @@ def _sync_image_folder(out: Path, cfg: Config, folder: Path, kept: list[Record],
     """Make ``folder`` hold exactly the results ``kept``, under their stable names.
 
     Names come from the donor photo's path, so a caption stays attached to its image
-    across runs; a result that stops being kept loses its image and its caption. A caption
-    a person wrote (``captions``: image name -> text) is written whenever its image is here.
+    across runs. A result that stops being kept loses its image and its caption file, whose
+    text waits in caption_store/ until the result comes back. A caption a person wrote
+    (``captions``: image name -> text) is written whenever its image is here.
     """
     folder.mkdir(parents=True, exist_ok=True)
     wanted = {Path(r.output).name: out / r.output for r in kept if r.output}
     for existing in kohya_images(folder):
         if existing.name not in wanted:
+            caption_store.leave(out, existing.with_suffix(cfg.caption.extension), captions.get(existing.name))
             existing.unlink()
             for ext in CAPTION_EXTENSIONS:
                 existing.with_suffix(ext).unlink(missing_ok=True)
@@ -557,7 +558,4 @@ def _sync_image_folder(out: Path, cfg: Config, folder: Path, kept: list[Record],
         dst = folder / name
         if not dst.exists() or dst.stat().st_size != src.stat().st_size:
             atomic_write_bytes(dst, src.read_bytes())
-        if name in captions:
-            caption = dst.with_suffix(cfg.caption.extension)
-            if not caption.is_file() or caption.read_text(encoding="utf-8") != captions[name]:
-                atomic_write_text(caption, captions[name])
+        caption_store.follow(out, dst.with_suffix(cfg.caption.extension), captions.get(name))

@@ -9,6 +9,17 @@ from builder.cli.common import build_config, config_flag
 from builder.errors import BuilderError
 
 
+def port_number(text: str) -> int:
+    """--port: 0 (a free one) to 65535, or a usage error instead of a traceback."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port: use 1-65535, or 0 for a free one")
+    return port
+
+
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "review",
@@ -19,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "as the build. To reach it from a laptop: ssh -L 8765:127.0.0.1:8765 gpu-box, with --port 8765.",
     )
     p.add_argument("out", type=Path, metavar="OUT", help="run folder (holds manifest.jsonl)")
-    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--port", type=port_number, default=0, help="port on 127.0.0.1 (default: a free one)")
     p.add_argument("--no-browser", action="store_true", help="only print the URL")
     p.add_argument("--author", default=None, help="name recorded with each decision (default: your login name)")
     config_flag(p, "--trigger", dest="character.trigger", help="trigger word (default: from the img/ folder name)")

@@ -10,20 +10,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from builder import caption_store
 from builder.build import MANIFEST
 from builder.caption.text import KOHYA_TOKEN_LENGTHS, TokenCounter
 from builder.config import Config
 from builder.errors import BuilderError
 from builder.io import read_jsonl
 from builder.kohya.dataset import instance_dir
-from builder.manifest import Record, Tally, result_name
+from builder.manifest import KEPT, Record, Tally, result_name
 from builder.overrides import Stamp, load_overrides
 from builder.review.epochs import EPOCH_VERDICT_KEYS, epoch_plot_view
-from builder.review.thumbs import KINDS
+from builder.review.thumbs import FULL_KINDS, KINDS
 
 # Record fields the page shows in their own place, or leaves out (geometry, timings); any other
 # field (one a later stage adds, e.g. per-face candidate scores) is shown under "extra" as it is.
@@ -91,15 +93,19 @@ def build_card(out: Path, cfg: Config, d: dict[str, Any], overrides: dict[str, d
     if "combined" in quality:
         scores["combined"] = quality["combined"]
     path = caption_path(out, cfg, d)
+    person = mine["caption"].value if "caption" in mine else None
+    aside = caption_store.stored(out, result_name(key)) if d.get("output") else None
     text = None
     if path is not None and path.is_file():
         text = path.read_text(encoding="utf-8-sig").strip()
-    elif "caption" in mine:
-        text = mine["caption"].value  # not in the training folder now; written again when it is
+    elif person is not None:
+        text = person  # not in the training folder now; written again when it is
+    elif aside:
+        text = aside.strip()  # kept aside while the result is out; it comes back with it
     has_result = bool(d.get("output")) and (Path(out) / d["output"]).is_file()
     has_face = bool((d.get("face") or {}).get("box"))
     thumbs = {}
-    for kind in KINDS:
+    for kind in KINDS + FULL_KINDS:
         if (kind.startswith("result") and not has_result) or (kind.endswith("_face") and not has_face):
             continue
         thumbs[kind] = f"/thumb/{cid}/{kind}"
@@ -119,23 +125,56 @@ def build_card(out: Path, cfg: Config, d: dict[str, Any], overrides: dict[str, d
         "caption": text,
         "caption_file": str(path.relative_to(out)) if path is not None else None,
         "caption_budget": budget(counter.count(text)) if text else None,
+        "captioner_caption": aside if person is not None else None,
         "has_result": has_result,
         "thumbs": thumbs,
+        "warnings": card_warnings(cfg, d.get("status"), has_result, text, path),
     }
+
+
+def card_warnings(cfg: Config, status: str | None, has_result: bool, caption: str | None, caption_file: Path | None) -> list[str]:
+    """What the build's terminal warns about this photo, for the page to show on its card."""
+    if not has_result:
+        return []
+    found = []
+    trigger = cfg.character.trigger.strip()
+    if status == KEPT and (caption_file is None or not caption_file.is_file()):
+        found.append(f"no caption file: sd-scripts trains it on '{trigger} {cfg.character.class_word}' alone")
+    if caption and trigger and trigger.lower() not in re.findall(r"[^\s,]+", caption.lower()):
+        found.append(f"the caption has no trigger word '{trigger}': the LoRA learns this photo without it")
+    return found
+
+
+def tally_view(raw: list[dict[str, Any]]) -> dict[str, Any]:
+    tally = Tally.of([Record.from_dict(d) for d in raw])
+    return {**dataclasses.asdict(tally), "story": tally.describe()}
 
 
 def page_state(out: Path, cfg: Config, counter: TokenCounter) -> dict[str, Any]:
     raw = raw_records(out)
     overrides = load_overrides(out)
-    tally = Tally.of([Record.from_dict(d) for d in raw])
     folder = image_folder(out, cfg)
     return {
         "run": str(out),
         "image_folder": str(folder.relative_to(out)) if folder else None,
-        "tally": {**dataclasses.asdict(tally), "story": tally.describe()},
+        "tally": tally_view(raw),
         "cards": [build_card(out, cfg, d, overrides, counter) for d in raw],
         "samples": samples_view(out),
         "budgets": list(KOHYA_TOKEN_LENGTHS),
+        "trigger": cfg.character.trigger,
+    }
+
+
+def cards_answer(out: Path, cfg: Config, counter: TokenCounter, keys: list[str]) -> dict[str, Any]:
+    """The cards of ``keys`` and the summary line after an edit: all an edit changes on the page."""
+    raw = raw_records(out)
+    overrides = load_overrides(out)
+    wanted = set(keys)
+    folder = image_folder(out, cfg)
+    return {
+        "cards": [build_card(out, cfg, d, overrides, counter) for d in raw if d["key"] in wanted],
+        "tally": tally_view(raw),
+        "image_folder": str(folder.relative_to(out)) if folder else None,
     }
 
 
