@@ -205,13 +205,15 @@ class KohyaConfig:
 
 @dataclass
 class SampleConfig:
-    steps: int = 25
-    guidance: float = 7.0
+    # steps, guidance, sampler unset (0 / none / ""): the base model family's defaults (builder.families:
+    # sample_defaults; SD 1.5/SDXL 25 steps, CFG 7, ddim; FLUX.1-dev 28, guidance 3.5; schnell 4, 0; Chroma 20, CFG 4)
+    steps: int = 0
+    guidance: float | None = None
     width: int = 0  # 0: the base model family's native size (512 SD 1.5, 1024 SDXL)
     height: int = 0
     seeds: list[int] = field(default_factory=lambda: [1, 2])
     identity_threshold: float | None = None  # judge cosine; unset: the [faces] judge's calibrated value
-    sampler: str = "ddim"  # kohya sampler name for prompt lines without --ss (sd-scripts' default)
+    sampler: str = ""  # kohya sampler name for prompt lines without --ss; FLUX/Chroma keep their flow-matching Euler
     prompts: str = ""  # kohya prompt file; empty: <out>/sample_prompts.txt, else built from [character]
     model_config: str = ""  # diffusers config folder (or repo id) for a single-file base model; offline: a local folder
     score: bool = True  # identity-score the samples against the source photos

@@ -137,7 +137,9 @@ def test_flux_run_folder_has_flux_train_network_arguments(tmp_path, variant, t5_
     assert general["bucket_reso_steps"] == 64 and general["resolution"] == 1024
     assert general["shuffle_caption"] is False  # sentences are not shuffled at their commas
     prompts = files.sample_prompts.read_text()
-    assert ("--g 0 --l 4.0" if variant == "chroma" else "--g 3.5 --l 1.0") in prompts
+    # the family's sample defaults (flux_models.SAMPLE_DEFAULTS): dev's distilled guidance, schnell's none,
+    # Chroma's CFG 4 with --g 0 (sd-scripts' docs); --l 1 is no CFG for FLUX.1
+    assert {"dev": "--g 3.5 --l 1 --s 28", "schnell": "--g 0 --l 1 --s 4", "chroma": "--l 4 --g 0 --s 20"}[variant] in prompts
 
 
 def test_gui_json_sets_kohya_ss_flux_fields(tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from builder.errors import BuilderError, ConfigError
+from builder.families import sample_settings
 from builder.kohya.files import write_kohya_files
 from builder.kohya.presets import available_presets, load_preset
 from builder.kohya.schema import dataset_keys, gui_keys, schema, train_arguments
@@ -259,7 +260,8 @@ def test_sample_prompts_use_kohya_options_and_the_trigger(run) -> None:
         assert d["prompt"].startswith("ohwx woman, ")
         assert d["width"] == d["height"] == 512 and d["width"] % 64 == 0
         assert d["seed"] in cfg.sample.seeds
-        assert d["scale"] == cfg.sample.guidance and d["sample_steps"] == cfg.sample.steps
+        settings = sample_settings(cfg, "sd15")
+        assert d["scale"] == settings.guidance and d["sample_steps"] == settings.steps
         assert d["negative_prompt"]
 
 

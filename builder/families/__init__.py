@@ -17,7 +17,6 @@ Training (sd-scripts)
     ``SCHEMA_SECTIONS``  the ``sdscripts_schema.json`` argument tables of SCRIPT, merged in order
     ``TOKENIZERS``   the tokenizer_cache_dir folders SCRIPT loads (builder.caption.clip_tokenizer names)
     ``PRESET``       its default preset; its presets are ``kohya_configs/*_<NAME>.toml``
-    ``PROMPT_GUIDANCE``  the guidance options of its sd-scripts sample prompts ("" : [sample] guidance as --l)
     ``SENTENCE_CAPTIONS``  its text encoder reads sentences (T5): a sentence captioner by default,
                      captions never shuffled, their budget counted in T5 tokens
     ``derived_train_args(cfg) -> dict``  config.toml arguments it adds to the common derived ones
@@ -39,7 +38,11 @@ Sampling (diffusers)
     ``LORA_TEXT_PREFIXES``  sd-scripts' text-encoder LoRA prefixes ("lora_te_",)
     ``LORA_TRAINED_FOR``  what a LoRA with those prefixes was trained for, in messages ("SD 1.x/2.x")
     ``lora_targets(pipe) -> dict[str, Module]``  every module name sd-scripts' LoRA for this family
-                     may carry, mapped onto the pipeline's Linear/Conv2d it patches
+                     may carry, mapped onto the pipeline's Linear/Conv2d it patches (FLUX: a fused
+                     qkv name maps onto diffusers' separate q, k, v as one target)
+    ``load_pipeline(path, cfg, dtype) -> pipeline``  the base model as its diffusers pipeline, on the CPU
+    ``sample_defaults(base_model) -> SampleDefaults``  steps, guidance, sampler and prompt-line options
+                     for what ``[sample]`` leaves unset (FLUX: per variant, told from the transformer)
 
 Adding a family: write its module, add it to ``MODULES`` (more specific families first: detection
 takes the first module that owns the keys or folder), add its ``kohya_configs/*_<name>.toml``
@@ -48,6 +51,7 @@ presets and its tests. Registry entries (builder.weights) name their family with
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Protocol
@@ -56,7 +60,7 @@ from builder import weights as W
 from builder.config import Config
 from builder.errors import BuilderError, ConfigError
 from builder.families import chroma, flux, sd15, sdxl
-from builder.families.common import safetensors_keys
+from builder.families.common import SampleDefaults, safetensors_keys
 from builder.registry import pick
 
 
@@ -73,7 +77,6 @@ class FamilyModule(Protocol):
     TOKENIZERS: tuple[str, ...]
     PRESET: str
     SENTENCE_CAPTIONS: bool
-    PROMPT_GUIDANCE: str
     GUI_FIELDS: dict[str, Any]
     GUI_RENAMES: dict[str, str]
     BASE_FILES: str
@@ -91,6 +94,8 @@ class FamilyModule(Protocol):
     def random_base_cached(self, weights_dir: str, seed: int) -> Path | None: ...
     def make_random_base(self, weights_dir: str, seed: int) -> Path: ...
     def lora_targets(self, pipe: Any) -> dict[str, Any]: ...
+    def load_pipeline(self, path: Path, cfg: Config, dtype: Any) -> Any: ...
+    def sample_defaults(self, base_model: str | Path | None) -> SampleDefaults: ...
 
 
 # Detection order: the first module that owns a checkpoint's keys or a folder wins, so a
@@ -165,6 +170,16 @@ def resolve_family(setting: str, base_model: str | Path | None) -> str:
     return setting
 
 
+def sample_settings(cfg: Config, name: str | None = None) -> SampleDefaults:
+    """The family's sampling defaults (family ``name``, else the configured base model's) with
+    ``[sample]`` steps, guidance and sampler put over them where set."""
+    d = family(name or resolve_family(cfg.kohya.model_family, cfg.paths.base_model)).sample_defaults(
+        cfg.paths.base_model or None)
+    s = cfg.sample
+    return replace(d, steps=s.steps or d.steps, guidance=d.guidance if s.guidance is None else s.guidance,
+                   sampler=s.sampler or d.sampler)
+
+
 def for_pipeline(pipe: Any) -> FamilyModule:
     """The family a loaded diffusers pipeline samples."""
     name = type(pipe).__name__
@@ -176,5 +191,5 @@ def for_pipeline(pipe: Any) -> FamilyModule:
 
 __all__ = [
     "DEFAULT", "FAMILIES", "MODULES", "FamilyModule", "detect_family", "family", "family_from_keys",
-    "for_pipeline", "registry_family", "resolve_family", "safetensors_keys", "title",
+    "for_pipeline", "registry_family", "resolve_family", "safetensors_keys", "sample_settings", "title",
 ]

@@ -19,7 +19,7 @@ from builder.config import Config
 from builder.errors import ConfigError
 from builder.families import flux
 from builder.families import flux_models as M
-from builder.families.common import safetensors_keys
+from builder.families.common import SampleDefaults, safetensors_keys
 
 NAME = "chroma"
 TITLE = "Chroma"
@@ -29,7 +29,6 @@ BUCKET_STEP = flux.BUCKET_STEP
 SCRIPT = flux.SCRIPT
 SCHEMA_SECTIONS = flux.SCHEMA_SECTIONS
 TOKENIZERS = flux.TOKENIZERS  # FluxTokenizeStrategy loads CLIP-L's tokenizer for Chroma too
-PROMPT_GUIDANCE = "--g 0 --l 4.0"  # sd-scripts' docs: Chroma samples with a negative prompt, --g 0 and --l 4.0
 PRESET = "character_chroma"
 SENTENCE_CAPTIONS = flux.SENTENCE_CAPTIONS
 GUI_FIELDS: dict[str, Any] = {**flux.GUI_FIELDS, "model_type": "chroma"}
@@ -90,6 +89,13 @@ def check_train_args(train: dict[str, Any], dataset_doc: dict[str, Any], origin:
 
 def lora_targets(pipe: Any) -> dict[str, Any]:
     return M.lora_targets(pipe)
+
+
+load_pipeline = flux.load_pipeline
+
+
+def sample_defaults(base_model: str | Path | None) -> SampleDefaults:
+    return M.SAMPLE_DEFAULTS["chroma"]
 
 
 def random_base_cached(weights_dir: str, seed: int) -> Path | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +14,8 @@ from builder.errors import BuilderError, ConfigError
 
 if TYPE_CHECKING:
     import torch
+
+    from builder.config import Config
 
 MAX_HEADER = 100 << 20  # the safetensors format's own limit on the header size
 COMPLETE = "model_index.json"  # a diffusers folder's file, written last: a folder with it is a complete one
@@ -149,3 +152,37 @@ def check_cached_captions(train: dict[str, Any], dataset_doc: dict[str, Any], or
                 f"{'is' if len(varied) == 1 else 'are'} on for {subset.get('image_dir', 'a subset')}: set {fixes}, "
                 f"or cache_text_encoder_outputs = false ({script} refuses the combination)"
             )
+
+
+# ---- sampling ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SampleDefaults:
+    """A family's sampling defaults, for what ``[sample]`` and a prompt line leave unset."""
+
+    steps: int
+    guidance: float  # the pipeline's guidance_scale: CFG for SD and Chroma, FLUX.1's distilled guidance
+    sampler: str  # a kohya sampler name; "": the pipeline's own scheduler, and --ss is ignored (sd-scripts' FLUX)
+    guidance_options: tuple[str, ...] = ("l", "g")  # the prompt-line options (sd-scripts) that set guidance
+    line_extra: str = ""  # options every sample_prompts.txt line needs (Chroma: --g 0)
+    call_kwargs: dict[str, Any] = field(default_factory=dict)  # more arguments for the pipeline's __call__
+
+
+def load_diffusers(pipeline: str, kwargs: dict[str, Any], path: Path, model_config: str, dtype: torch.dtype) -> Any:
+    """A diffusers folder (``from_pretrained``) or one checkpoint file (``from_single_file``, with the
+    component configs from ``model_config``: a local folder, a hub repo id, or "" for the default)."""
+    import diffusers
+
+    cls = getattr(diffusers, pipeline)
+    if path.is_dir():
+        return cls.from_pretrained(path, local_files_only=True, dtype=dtype, **kwargs)
+    config = model_config or None
+    if config and not Path(config).is_dir() and (config.startswith((".", "/", "~")) or config.count("/") != 1):
+        raise BuilderError(f"[sample] model_config {config} is neither a folder nor a Hugging Face repo id")
+    return cls.from_single_file(str(path), config=config, local_files_only=bool(config and Path(config).is_dir()),
+                                dtype=dtype, **kwargs)
+
+
+def diffusers_loader(pipeline: str, kwargs: dict[str, Any]) -> Callable[[Path, Config, torch.dtype], Any]:
+    """A family's ``load_pipeline`` for a base that is a diffusers folder or one checkpoint (SD 1.5, SDXL)."""
+    return lambda path, cfg, dtype: load_diffusers(pipeline, kwargs, path, cfg.sample.model_config, dtype)

@@ -42,6 +42,7 @@ from builder.config import Config
 from builder.errors import BuilderError, ConfigError
 from builder.families import flux_models as M
 from builder.families.common import (
+    SampleDefaults,
     check_bucket_steps,
     check_cached_captions,
     pipeline_class,
@@ -57,7 +58,6 @@ BUCKET_STEP = 64  # NetworkTrainer.assert_extra_args: verify_bucket_reso_steps(6
 SCRIPT = "flux_train_network.py"
 SCHEMA_SECTIONS = ("train_network_arguments", "flux_train_network_arguments")
 TOKENIZERS = (CLIP_CACHE_NAME, T5_CACHE_NAME)
-PROMPT_GUIDANCE = "--g 3.5 --l 1.0"  # dev's embedded guidance 3.5, no CFG (flux_train_utils: --l 1.0 skips it)
 PRESET = "character_flux"
 # T5 reads sentences: a sentence captioner (Florence-2) by default, and captions are never shuffled.
 SENTENCE_CAPTIONS = True
@@ -386,6 +386,18 @@ def check_train_args(train: dict[str, Any], dataset_doc: dict[str, Any], origin:
 
 def lora_targets(pipe: Any) -> dict[str, Any]:
     return M.lora_targets(pipe)
+
+
+def load_pipeline(path: Path, cfg: Config, dtype: Any) -> Any:
+    base = base_set(path)
+    return M.load_pipeline(base, dtype, M.tokenizer_sources(base, cfg.sample.model_config))
+
+
+def sample_defaults(base_model: str | Path | None) -> SampleDefaults:
+    """dev's, or schnell's when the base model's transformer is schnell (no guidance_in)."""
+    if base_model and Path(base_model).expanduser().exists():
+        return M.SAMPLE_DEFAULTS[base_set(base_model).variant]
+    return M.SAMPLE_DEFAULTS["schnell" if "schnell" in str(base_model or "") else "dev"]  # a registry name
 
 
 def random_base_cached(weights_dir: str, seed: int) -> Path | None:

@@ -44,10 +44,11 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from builder import weights as W
 from builder.console import console
+from builder.families.common import SampleDefaults
 from builder.io import atomic_folder
 
 if TYPE_CHECKING:
@@ -373,3 +374,264 @@ def iter_spec(variant: str, sizes: FluxSizes) -> Iterator[tuple[str, Spec]]:
     if variant != "chroma":
         yield CLIP_FILE, clip_spec(sizes)
     yield T5_FILE, t5_spec(sizes)
+
+
+# ---- sampling through diffusers -------------------------------------------------------------------
+# The scheduler configs of the hub repos (FLUX.1-dev / FLUX.1-schnell scheduler/scheduler_config.json;
+# Chroma1-HD's is FLUX.1-dev's).
+_DEV_SCHEDULER = {"base_image_seq_len": 256, "base_shift": 0.5, "max_image_seq_len": 4096, "max_shift": 1.15,
+                  "num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": True}
+SCHEDULER = {
+    "dev": _DEV_SCHEDULER,
+    "schnell": {**_DEV_SCHEDULER, "shift": 1.0, "use_dynamic_shifting": False},
+    "chroma": _DEV_SCHEDULER,
+}
+# FLUX.1-dev vae/config.json: the AE's latents are scaled and shifted
+VAE_CONFIG = {
+    "_class_name": "AutoencoderKL", "act_fn": "silu", "block_out_channels": [AE_CH * m for m in AE_CH_MULT],
+    "down_block_types": ["DownEncoderBlock2D"] * 4, "up_block_types": ["UpDecoderBlock2D"] * 4,
+    "in_channels": 3, "out_channels": 3, "latent_channels": LATENT_CHANNELS, "layers_per_block": AE_RES_BLOCKS,
+    "mid_block_add_attention": True, "norm_num_groups": 32, "sample_size": 1024, "scaling_factor": 0.3611,
+    "shift_factor": 0.1159, "use_post_quant_conv": False, "use_quant_conv": False, "force_upcast": True,
+}
+# Sampling defaults. sd-scripts' sample prompt lines give FLUX.1 its distilled guidance with --g and
+# CFG with --l (flux_train_utils.sample_image_inference: --g 3.5, --l 1.0 = no CFG, 20 steps);
+# diffusers' FluxPipeline takes the distilled guidance as guidance_scale. The pipelines' own
+# FlowMatchEulerDiscreteScheduler samples them, as sd-scripts' FLUX sampler ignores --ss.
+# dev: 28 steps and guidance 3.5 (FLUX.1-dev's model card and FluxPipeline's defaults); schnell: 4
+# steps, no guidance, T5 read to 256 tokens as it was trained; Chroma: real CFG with a negative
+# prompt, --g 0 --l 4.0 and 20 steps (sd-scripts' docs, flux_train_network.md).
+SAMPLE_DEFAULTS = {
+    "dev": SampleDefaults(steps=28, guidance=3.5, sampler="", guidance_options=("g",), line_extra="--l 1"),
+    "schnell": SampleDefaults(steps=4, guidance=0.0, sampler="", guidance_options=("g",), line_extra="--l 1",
+                              call_kwargs={"max_sequence_length": 256}),
+    "chroma": SampleDefaults(steps=20, guidance=4.0, sampler="", guidance_options=("l",), line_extra="--g 0"),
+}
+# FLUX.1-schnell's repo is not gated; its tokenizer/ (CLIP-L) and tokenizer_2/ (T5 v1.1) are dev's and Chroma's.
+TOKENIZER_REPO = "black-forest-labs/FLUX.1-schnell"
+
+
+def _shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return {k.removeprefix("model.diffusion_model."): tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}  # noqa: SIM118
+
+
+def _blocks(keys: set[str] | dict[str, object], prefix: str) -> int:
+    return 1 + max(int(k.split(".")[1]) for k in keys if k.startswith(prefix))
+
+
+class BaseFiles(Protocol):
+    """A base's single files (builder.families.flux ``FluxBase``); ``clip_l`` is None for Chroma."""
+
+    transformer: Path
+    ae: Path
+    clip_l: Path | None
+    t5xxl: Path
+    variant: str
+
+
+def transformer_config(files: BaseFiles) -> dict[str, object]:
+    """The diffusers config of the transformer, read off its checkpoint (block counts, text widths)."""
+    shapes = _shapes(files.transformer)
+    config: dict[str, object] = {
+        "patch_size": 1, "in_channels": PATCHED, "num_layers": _blocks(shapes, "double_blocks."),
+        "num_single_layers": _blocks(shapes, "single_blocks."), "attention_head_dim": HEAD_DIM,
+        "num_attention_heads": HEADS, "joint_attention_dim": shapes["txt_in.weight"][1],
+        "axes_dims_rope": list(AXES_DIM),
+    }
+    if files.variant == "chroma":
+        return {"_class_name": "ChromaTransformer2DModel", **config, "approximator_num_channels": APPROX_IN,
+                "approximator_hidden_dim": shapes["distilled_guidance_layer.in_proj.weight"][0],
+                "approximator_layers": _blocks({k.split(".", 1)[1] for k in shapes if k.startswith("distilled_guidance_layer.layers.")}, "layers.")}
+    return {"_class_name": "FluxTransformer2DModel", **config, "pooled_projection_dim": shapes["vector_in.in_layer.weight"][1],
+            "guidance_embeds": files.variant == "dev"}
+
+
+def _clip(path: Path, dtype: torch.dtype) -> torch.nn.Module:
+    from safetensors.torch import load_file
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    sd = load_file(str(path))
+    shapes = {k: tuple(v.shape) for k, v in sd.items()}
+    hidden = shapes["text_model.final_layer_norm.weight"][0]
+    config = CLIPTextConfig(
+        hidden_size=hidden, intermediate_size=shapes["text_model.encoder.layers.0.mlp.fc1.weight"][0],
+        num_hidden_layers=_blocks({k.removeprefix("text_model.encoder.") for k in sd if k.startswith("text_model.encoder.layers.")}, "layers."),
+        num_attention_heads=max(1, hidden // 64), projection_dim=hidden, hidden_act="quick_gelu",
+        vocab_size=shapes["text_model.embeddings.token_embedding.weight"][0],
+        max_position_embeddings=shapes["text_model.embeddings.position_embedding.weight"][0],
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,  # CLIP ViT-L's tokenizer ids
+    )
+    model = CLIPTextModel(config)
+    own = set(model.state_dict())
+    # transformers 5's CLIPTextModel has no text_model level; the file (and transformers 4) has it
+    if not any(k.startswith("text_model.") for k in own):
+        sd = {k.removeprefix("text_model."): v for k, v in sd.items()}
+    sd = {k: v for k, v in sd.items() if k in own}  # clip_l files may carry text_projection / position_ids
+    model.load_state_dict(sd, strict=True)
+    return model.to(dtype).eval()
+
+
+def _t5(path: Path, dtype: torch.dtype) -> torch.nn.Module:
+    from safetensors.torch import load_file
+    from transformers import T5Config, T5EncoderModel
+
+    sd = load_file(str(path))
+    heads = sd["encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight"].shape[1]
+    config = T5Config(
+        vocab_size=sd["shared.weight"].shape[0], d_model=sd["shared.weight"].shape[1],
+        d_kv=sd["encoder.block.0.layer.0.SelfAttention.q.weight"].shape[0] // heads,
+        d_ff=sd["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"].shape[0],
+        num_layers=_blocks({k.removeprefix("encoder.") for k in sd if k.startswith("encoder.block.")}, "block."),
+        num_heads=heads, feed_forward_proj="gated-gelu", is_encoder_decoder=False, use_cache=False,
+        dense_act_fn="gelu_new", is_gated_act=True, layer_norm_epsilon=1e-6, tie_word_embeddings=False,
+    )
+    model = T5EncoderModel(config)
+    sd.setdefault("encoder.embed_tokens.weight", sd["shared.weight"])  # one tensor, tied in the model
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path.name} is not a T5 encoder (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(dtype).eval()
+
+
+def _tokenizer(cls: type, subfolder: str, sources: list[Path | str]) -> object:
+    """The first of ``sources`` (folders, then a hub repo id) that has ``subfolder``."""
+    for source in sources:
+        if isinstance(source, Path):
+            if (source / subfolder).is_dir():
+                return cls.from_pretrained(str(source / subfolder))
+        else:
+            return cls.from_pretrained(source, subfolder=subfolder)
+    raise FileNotFoundError(f"no {subfolder}/ in {', '.join(map(str, sources))}")
+
+
+def tokenizer_sources(files: BaseFiles, model_config: str = "") -> list[Path | str]:
+    """Where a base's tokenizers are looked for: beside its transformer (a random base has them
+    there), ``[sample] model_config`` (a folder or a hub repo id), else TOKENIZER_REPO on the hub."""
+    sources: list[Path | str] = [files.transformer.parent]
+    if model_config:
+        sources.append(Path(model_config).expanduser() if Path(model_config).expanduser().is_dir() else model_config)
+    return [*sources, TOKENIZER_REPO]
+
+
+def load_pipeline(files: BaseFiles, dtype: torch.dtype, sources: list[Path | str]) -> object:
+    """The diffusers FluxPipeline (dev, schnell) or ChromaPipeline built from the base's single files.
+
+    The transformer and the AE go through diffusers' own single-file converters (BFL -> diffusers),
+    with configs read off the checkpoints; the text encoders are built from their files' shapes.
+    ``sources``: where the tokenizers are (folders with ``tokenizer/``/``tokenizer_2/``, then a hub repo).
+    """
+    import tempfile
+
+    import diffusers
+    from transformers import CLIPTokenizer, T5TokenizerFast
+
+    with tempfile.TemporaryDirectory(prefix="flux-config-") as tmp:
+        config = Path(tmp)
+        for sub, data in (("transformer", transformer_config(files)), ("vae", VAE_CONFIG)):
+            (config / sub).mkdir()
+            (config / sub / "config.json").write_text(json.dumps(data), encoding="utf-8")
+        cls = getattr(diffusers, str(transformer_config(files)["_class_name"]))
+        transformer = cls.from_single_file(str(files.transformer), config=tmp, subfolder="transformer",
+                                           torch_dtype=dtype, local_files_only=True)
+        vae = diffusers.AutoencoderKL.from_single_file(str(files.ae), config=tmp, subfolder="vae",
+                                                       torch_dtype=dtype, local_files_only=True)
+    scheduler = diffusers.FlowMatchEulerDiscreteScheduler(**SCHEDULER[files.variant])
+    t5 = _t5(files.t5xxl, dtype)
+    t5_tokenizer = _tokenizer(T5TokenizerFast, T5_TOKENIZER, sources)
+    if files.variant == "chroma":
+        return diffusers.ChromaPipeline(scheduler=scheduler, vae=vae, text_encoder=t5, tokenizer=t5_tokenizer,
+                                        transformer=transformer)
+    assert files.clip_l is not None
+    return diffusers.FluxPipeline(
+        scheduler=scheduler, vae=vae, text_encoder=_clip(files.clip_l, dtype),
+        tokenizer=_tokenizer(CLIPTokenizer, CLIP_TOKENIZER, sources), text_encoder_2=t5, tokenizer_2=t5_tokenizer,
+        transformer=transformer,
+    )
+
+
+# ---- sd-scripts' LoRA names on diffusers' FLUX/Chroma transformer --------------------------------
+# networks/lora_flux.py names every Linear inside a DoubleStreamBlock/SingleStreamBlock of BFL's
+# model: ``lora_unet_`` + its path with "_" (``lora_unet_double_blocks_0_img_attn_qkv``); with the
+# ``in_dims`` option also the input layers (img_in, time_in, vector_in, guidance_in, txt_in); and
+# ``lora_te1_`` + CLIP-L's path (``lora_te3_`` for T5, which diffusers' FLUX LoRA loader does not
+# read). BFL fuses q, k, v (and single blocks' MLP input) in one Linear that diffusers keeps apart,
+# so such a name maps onto several modules, in the order they are stacked in BFL's weight.
+DOUBLE_BLOCK = {
+    "img_mod_lin": ("norm1.linear",),
+    "txt_mod_lin": ("norm1_context.linear",),
+    "img_attn_qkv": ("attn.to_q", "attn.to_k", "attn.to_v"),
+    "txt_attn_qkv": ("attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj"),
+    "img_attn_proj": ("attn.to_out.0",),
+    "txt_attn_proj": ("attn.to_add_out",),
+    "img_mlp_0": ("ff.net.0.proj",),
+    "img_mlp_2": ("ff.net.2",),
+    "txt_mlp_0": ("ff_context.net.0.proj",),
+    "txt_mlp_2": ("ff_context.net.2",),
+}
+SINGLE_BLOCK = {
+    "linear1": ("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"),
+    "linear2": ("proj_out",),
+    "modulation_lin": ("norm.linear",),
+}
+INPUT_LAYERS = {  # lora_flux in_dims
+    "img_in": "x_embedder",
+    "txt_in": "context_embedder",
+    "time_in_in_layer": "time_text_embed.timestep_embedder.linear_1",
+    "time_in_out_layer": "time_text_embed.timestep_embedder.linear_2",
+    "vector_in_in_layer": "time_text_embed.text_embedder.linear_1",
+    "vector_in_out_layer": "time_text_embed.text_embedder.linear_2",
+    "guidance_in_in_layer": "time_text_embed.guidance_embedder.linear_1",
+    "guidance_in_out_layer": "time_text_embed.guidance_embedder.linear_2",
+}
+
+
+@dataclass(frozen=True)
+class Fused:
+    """diffusers' Linears that one BFL Linear is (q, k, v [, mlp]): a LoRA on it has their summed outputs."""
+
+    parts: tuple[torch.nn.Linear, ...]
+
+    @property
+    def in_features(self) -> int:
+        return self.parts[0].in_features
+
+    @property
+    def out_features(self) -> int:
+        return sum(p.out_features for p in self.parts)
+
+
+def _module(root: torch.nn.Module, path: str) -> torch.nn.Module | None:
+    try:
+        return root.get_submodule(path)
+    except AttributeError:
+        return None
+
+
+def transformer_targets(transformer: torch.nn.Module) -> dict[str, object]:
+    """Every ``lora_unet_*`` name sd-scripts may give this transformer, mapped onto its Linears."""
+    targets: dict[str, object] = {}
+    groups = (("double_blocks", "transformer_blocks", DOUBLE_BLOCK),
+              ("single_blocks", "single_transformer_blocks", SINGLE_BLOCK))
+    for bfl, ours, names in groups:
+        for i, block in enumerate(getattr(transformer, ours)):
+            for name, paths in names.items():
+                modules = [_module(block, p) for p in paths]
+                if all(m is not None for m in modules):  # Chroma's blocks have no modulation Linears
+                    targets[f"lora_unet_{bfl}_{i}_{name}"] = modules[0] if len(modules) == 1 else Fused(tuple(modules))  # type: ignore[arg-type]
+    for name, path in INPUT_LAYERS.items():
+        if (m := _module(transformer, path)) is not None:
+            targets[f"lora_unet_{name}"] = m
+    return targets
+
+
+def lora_targets(pipe: object) -> dict[str, object]:
+    """``lora_unet_*`` on the transformer and, for FLUX, ``lora_te1_*`` on CLIP-L (networks/lora_flux.py)."""
+    from builder.families.common import kohya_module_names
+
+    targets = transformer_targets(pipe.transformer)  # type: ignore[attr-defined]
+    if getattr(pipe, "text_encoder_2", None) is not None:  # FluxPipeline: CLIP-L, then T5; Chroma: T5 alone
+        targets.update(kohya_module_names("lora_te1_", pipe.text_encoder))  # type: ignore[attr-defined]
+    return targets

@@ -17,7 +17,14 @@ from builder.caption.clip_tokenizer import CLIP_CACHE_NAME
 from builder.config import Config
 from builder.errors import BuilderError
 from builder.families import random_init as R
-from builder.families.common import COMPLETE, cached, kohya_module_names, pipeline_class
+from builder.families.common import (
+    COMPLETE,
+    SampleDefaults,
+    cached,
+    diffusers_loader,
+    kohya_module_names,
+    pipeline_class,
+)
 
 NAME = "sd15"
 TITLE = "SD 1.5"
@@ -28,7 +35,6 @@ SCRIPT = "train_network.py"
 SCHEMA_SECTIONS = ("train_network_arguments",)
 TOKENIZERS = (CLIP_CACHE_NAME,)
 SENTENCE_CAPTIONS = False  # CLIP reads tag lists: captions may be shuffled (kohya.shuffle_caption)
-PROMPT_GUIDANCE = ""  # sample prompts take [sample] guidance as --l (CFG)
 PRESET = "character_sd15"
 GUI_FIELDS: dict[str, Any] = {"sdxl": False}
 GUI_RENAMES: dict[str, str] = {}
@@ -41,6 +47,8 @@ CONFIG_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 CONFIG_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 LORA_TEXT_PREFIXES = ("lora_te_",)
 LORA_TRAINED_FOR = "SD 1.x/2.x"  # SD 2.x LoRAs use the same prefix
+SAMPLE = SampleDefaults(steps=25, guidance=7.0, sampler="ddim")  # ddim: sd-scripts' sample default
+load_pipeline = diffusers_loader(PIPELINE, PIPELINE_KWARGS)
 
 SD2_KEY_PREFIX = "cond_stage_model.model."  # OpenCLIP ViT-H: SD 2.x, which this builder does not train
 SD1_KEY_PREFIXES = ("cond_stage_model.transformer.", "model.diffusion_model.")
@@ -65,6 +73,10 @@ def derived_train_args(cfg: Config) -> dict[str, Any]:
 
 def check_train_args(train: dict[str, Any], dataset_doc: dict[str, Any], origin: str) -> None:
     """train_network.py's own checks run before the models load; the presets' bucket step is checked on load."""
+
+
+def sample_defaults(base_model: str | Path | None) -> SampleDefaults:
+    return SAMPLE
 
 
 def lora_targets(pipe: Any) -> dict[str, Any]:

@@ -36,9 +36,11 @@ from builder.errors import ConfigError
 from builder.families import random_init as R
 from builder.families.common import (
     COMPLETE,
+    SampleDefaults,
     cached,
     check_bucket_steps,
     check_cached_captions,
+    diffusers_loader,
     kohya_module_names,
     pipeline_class,
 )
@@ -52,7 +54,6 @@ SCRIPT = "sdxl_train_network.py"
 SCHEMA_SECTIONS = ("train_network_arguments", "sdxl_train_network_arguments")
 TOKENIZERS = (CLIP_CACHE_NAME, BIGG_CACHE_NAME)
 SENTENCE_CAPTIONS = False  # CLIP reads tag lists: captions may be shuffled (kohya.shuffle_caption)
-PROMPT_GUIDANCE = ""  # sample prompts take [sample] guidance as --l (CFG)
 PRESET = "character_sdxl"
 # The GUI's sdxl checkbox makes it run sdxl_train_network.py; the SDXL-only arguments have SDXL fields.
 GUI_FIELDS: dict[str, Any] = {"sdxl": True}
@@ -67,6 +68,8 @@ CONFIG_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 CONFIG_FOLDERS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "text_encoder_2", "tokenizer_2")
 LORA_TEXT_PREFIXES = ("lora_te1_", "lora_te2_")
 LORA_TRAINED_FOR = "SDXL"
+SAMPLE = SampleDefaults(steps=25, guidance=7.0, sampler="ddim")  # as SD 1.5 (sd-scripts' sample default)
+load_pipeline = diffusers_loader(PIPELINE, PIPELINE_KWARGS)
 
 KEY_PREFIX = "conditioner.embedders.1."  # OpenCLIP bigG, SDXL's second text encoder
 
@@ -146,6 +149,10 @@ def sgm_unet_path(path: str, layers_per_block: int, up_has_attention: list[bool]
     except (IndexError, KeyError, ValueError):
         return None
     return None
+
+
+def sample_defaults(base_model: str | Path | None) -> SampleDefaults:
+    return SAMPLE
 
 
 def lora_targets(pipe: Any) -> dict[str, Any]:

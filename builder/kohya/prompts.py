@@ -33,10 +33,11 @@ def prompt_lines(cfg: Config, family: str = families.DEFAULT) -> list[str]:
     seeds = s.seeds or [0]
     # Multiples of 64 suit both families' latents (SD 1.5 and SDXL: 8 px per latent, 3 downsamplings).
     size = [max(64, round((v or families.family(family).RESOLUTION) / 64) * 64) for v in (s.width, s.height)]
-    guidance = families.family(family).PROMPT_GUIDANCE or f"--l {s.guidance:g}"
+    d = families.sample_settings(cfg, family)
+    guidance = " ".join([f"--{d.guidance_options[0]} {d.guidance:g}", *([d.line_extra] if d.line_extra else [])])
     return [
         f"{subject}, {scene} --n {NEGATIVE} --w {size[0]} --h {size[1]} --d {seeds[i % len(seeds)]} "
-        f"{guidance} --s {s.steps}"
+        f"{guidance} --s {d.steps}"
         for i, scene in enumerate(SCENES)
     ]
 

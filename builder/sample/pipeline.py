@@ -86,19 +86,9 @@ def pipeline_family(path: Path, cfg: Config) -> str:
 def load_pipeline(path: Path, cfg: Config, device: torch.device) -> Pipeline:
     family = pipeline_family(path, cfg)
     fam = families.family(family)
-    kwargs: dict = {"dtype": model_dtype(device), **fam.PIPELINE_KWARGS}
-    cls = getattr(diffusers, fam.PIPELINE)
     with _quiet():
         try:
-            if path.is_dir():
-                pipe = cls.from_pretrained(path, local_files_only=True, **kwargs)
-            else:
-                config = cfg.sample.model_config or None
-                if config and not Path(config).is_dir() and (config.startswith((".", "/", "~")) or config.count("/") != 1):
-                    raise BuilderError(f"[sample] model_config {config} is neither a folder nor a Hugging Face repo id")
-                pipe = cls.from_single_file(
-                    str(path), config=config, local_files_only=bool(config and Path(config).is_dir()), **kwargs
-                )
+            pipe = fam.load_pipeline(path, cfg, model_dtype(device))
         except BuilderError:
             raise
         except Exception as exc:  # diffusers raises OSError, ValueError, hub errors... for one cause: unusable input
@@ -133,6 +123,14 @@ def _shown(items: list[str]) -> str:
     return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
 
 
+def _trained_for(names: list[str]) -> str:
+    """The family whose LoRA prefixes the most of these names' prefixes are (SDXL: lora_te1_ and lora_te2_)."""
+    found = {n[: n.index("_", len("lora_te")) + 1] for n in names if n.startswith("lora_te") and "_" in n[len("lora_te"):]}
+    score = {m.LORA_TRAINED_FOR: len(found & set(m.LORA_TEXT_PREFIXES)) for m in families.FAMILIES.values()}
+    best = max(score, key=lambda k: score[k])
+    return best if score[best] else "another model"
+
+
 def check_lora(path: Path, pipe: Pipeline) -> int:
     """Refuse a LoRA that is not kohya-format or does not fit this UNet/text encoder; return its module count."""
     path = Path(path)
@@ -162,8 +160,7 @@ def check_lora(path: Path, pipe: Pipeline) -> int:
     if unknown:
         what = "nothing" if len(unknown) == len(modules) else f"{len(unknown)} of its {len(modules)} modules"
         base = family.TITLE
-        lora = next((m.LORA_TRAINED_FOR for m in families.FAMILIES.values()
-                     if any(n.startswith(m.LORA_TEXT_PREFIXES) for n in modules)), "another model")
+        lora = _trained_for(list(modules))
         raise BuilderError(
             f"LoRA file {path} does not match this base model's UNet/text encoders ({what} found, e.g. "
             f"{_shown(unknown)}); it was trained for {lora}, the base model is {base}"
@@ -206,6 +203,9 @@ def lora_applied(pipe: Pipeline, path: Path | None) -> Iterator[None]:
 
 
 def set_sampler(pipe: Pipeline, base_config: dict, sampler: str) -> None:
+    """``sampler`` (a kohya name) as the pipeline's scheduler; "" keeps the pipeline's own (FLUX, Chroma)."""
+    if not sampler:
+        return
     class_name, extra = SAMPLERS[sampler]
     if type(pipe.scheduler).__name__ == class_name and all(pipe.scheduler.config.get(k) == v for k, v in extra.items()):
         return
@@ -226,6 +226,7 @@ def render(pipe: Pipeline, prompt: SamplePrompt, seed: int, base_scheduler_confi
             guidance_scale=prompt.guidance,
             generator=generator,
             output_type="np",
+            **dict(prompt.call_kwargs),
         )
     rgb = np.clip(np.nan_to_num(out.images[0]), 0.0, 1.0)
     return np.ascontiguousarray((rgb * 255.0 + 0.5).astype(np.uint8)[:, :, ::-1])

@@ -4,7 +4,10 @@ One prompt per line; ``#`` lines and blank lines are skipped. Options follow the
 text, each introduced by `` --``: ``--n`` negative prompt, ``--w``/``--h`` size, ``--d``
 seed, ``--l`` guidance (CFG) scale, ``--s`` steps, ``--ss`` sampler. This is the subset of
 sd-scripts' ``line_to_prompt_dict`` that a Stable Diffusion 1.5 sample uses; a line's
-options win over the ``[sample]`` config, so the grid matches what training sampled.
+options win over the ``[sample]`` config, which wins over the family's defaults
+(builder.families ``sample_defaults``), so the grid matches what training sampled. As in
+sd-scripts' FLUX sampler, a FLUX.1 line's ``--g`` is its distilled guidance (``--l`` is not
+read) and Chroma's ``--l`` its CFG (``--g`` is not read); both ignore ``--ss``.
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from builder.config import Config
 from builder.errors import BuilderError
-from builder.families import family, resolve_family
+from builder.families import family, resolve_family, sample_settings
 
 # kohya sampler names (train_util.get_my_scheduler) -> diffusers scheduler class and extra config.
 SAMPLERS: dict[str, tuple[str, dict[str, str]]] = {
@@ -50,8 +54,9 @@ class SamplePrompt:
     height: int = 512
     steps: int = 25
     guidance: float = 7.0
-    sampler: str = "ddim"
+    sampler: str = "ddim"  # "": the pipeline's own scheduler (FLUX, Chroma)
     seeds: tuple[int, ...] = field(default_factory=tuple)  # one column per seed
+    call_kwargs: tuple[tuple[str, Any], ...] = ()  # the family's extra pipeline arguments (schnell: T5 length)
 
 
 _OPTION = re.compile(r"^(ss|n|w|h|d|l|s|g)\s+(.+)$", re.IGNORECASE | re.DOTALL)
@@ -64,15 +69,18 @@ def parse_prompt_line(line: str, cfg: Config, origin: str = "prompt") -> SampleP
     if not text:
         raise BuilderError(f"{origin}: the line has options but no prompt text")
     s = cfg.sample
-    native = family(resolve_family(cfg.kohya.model_family, cfg.paths.base_model)).RESOLUTION
+    name = resolve_family(cfg.kohya.model_family, cfg.paths.base_model)
+    native = family(name).RESOLUTION
+    d = sample_settings(cfg, name)
     values: dict[str, object] = {
         "negative": "",
         "width": s.width or native,
         "height": s.height or native,
-        "steps": s.steps,
-        "guidance": s.guidance,
-        "sampler": sampler_name(s.sampler),
+        "steps": d.steps,
+        "guidance": d.guidance,
+        "sampler": sampler_name(d.sampler) if d.sampler else "",
         "seeds": tuple(s.seeds),
+        "call_kwargs": tuple(sorted(d.call_kwargs.items())),
     }
     for part in parts[1:]:
         m = _OPTION.match(part.strip())
@@ -91,9 +99,9 @@ def parse_prompt_line(line: str, cfg: Config, origin: str = "prompt") -> SampleP
                 values["seeds"] = (int(raw),)
             elif opt == "s":
                 values["steps"] = max(1, min(1000, int(raw)))  # sd-scripts clamps the same way
-            elif opt in ("l", "g"):
+            elif opt in d.guidance_options:
                 values["guidance"] = float(raw)
-            elif opt == "ss":
+            elif opt == "ss" and d.sampler:
                 values["sampler"] = sampler_name(raw)
         except ValueError:
             raise BuilderError(f"{origin}: option --{opt} {raw!r} is not a number") from None
