@@ -74,13 +74,12 @@ def test_doctor_runs_offline_and_reports_each_check(tmp_path: Path) -> None:
     assert line("cuda").split()[0] in ("OK", "WARN")
     dists = [ln for ln in lines if "onnxruntime dists" in ln]
     assert len(dists) == 1 and dists[0].startswith("OK") and "onnxruntime" in dists[0]
-    assert line("cv2 dists").startswith("OK")  # this venv holds one OpenCV
+    assert any(ln.startswith("OK") and "cv2 dists" in ln for ln in lines)  # this venv holds one OpenCV
     assert "onnx models" in res.stdout and len([ln for ln in lines if " weight " in ln]) < len(W.REGISTRY)
     assert "CPUExecutionProvider" in res.stdout
     assert line("sd-scripts").startswith("OK") and str(sd) in line("sd-scripts")
     assert "free disk (weights cache)" in res.stdout
-    for name in W.REGISTRY:
-        assert f"weight {name}" in res.stdout
+    assert "weight ghost_unet_1block" not in res.stdout and "--all lists them" in res.stdout
     assert all(ln.split()[0] in ("OK", "WARN", "MISSING") for ln in lines if ln.strip())
 
 
