@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import launch
 from builder import weights as W
 from builder.cli import COMMANDS, doctor
+from builder.needs import needed_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,12 +73,13 @@ def test_doctor_runs_offline_and_reports_each_check(tmp_path: Path) -> None:
     assert line("torch").startswith("OK")
     assert line("cuda").split()[0] in ("OK", "WARN")
     dists = [ln for ln in lines if "onnxruntime dists" in ln]
-    assert len(dists) == 1 and "onnxruntime==" in dists[0]
+    assert len(dists) == 1 and dists[0].startswith("OK") and "onnxruntime" in dists[0]
+    assert any(ln.startswith("OK") and "cv2 dists" in ln for ln in lines)  # this venv holds one OpenCV
+    assert "onnx models" in res.stdout and len([ln for ln in lines if " weight " in ln]) < len(W.REGISTRY)
     assert "CPUExecutionProvider" in res.stdout
     assert line("sd-scripts").startswith("OK") and str(sd) in line("sd-scripts")
     assert "free disk (weights cache)" in res.stdout
-    for name in W.REGISTRY:
-        assert f"weight {name}" in res.stdout
+    assert "weight ghost_unet_1block" not in res.stdout and "--all lists them" in res.stdout
     assert all(ln.split()[0] in ("OK", "WARN", "MISSING") for ln in lines if ln.strip())
 
 
@@ -84,20 +87,77 @@ def _doctor_args(*extra: str):
     return launch.make_parser().parse_args(["doctor", *extra])
 
 
-def test_doctor_warns_when_two_onnxruntime_builds_are_installed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(doctor, "installed_ort", lambda: ["onnxruntime==1.32.0", "onnxruntime-gpu==1.32.0"])
-    checks = doctor.check_onnxruntime(cuda=False)
-    warn = next(c for c in checks if c.what == "onnxruntime dists")
-    assert warn.status == "WARN" and "last one installed wins" in warn.detail
-    assert "pip uninstall -y onnxruntime onnxruntime-gpu" in warn.detail
+def _fake_dists(monkeypatch: pytest.MonkeyPatch, present: dict[str, str]) -> None:
+    """importlib.metadata answering as if exactly ``present`` (name -> version) were installed."""
+    def version(name: str) -> str:
+        if name in present:
+            return present[name]
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(doctor.importlib.metadata, "version", version)
 
 
-def test_doctor_flags_gpu_without_cuda_provider() -> None:
-    checks = doctor.check_onnxruntime(cuda=True)
-    prov = next(c for c in checks if c.what == "onnxruntime providers")
-    if "CUDAExecutionProvider" in prov.detail.split(" (")[0]:
-        pytest.skip("this onnxruntime has the CUDA provider")
-    assert prov.status == "WARN" and "GPU providers" in prov.detail
+@pytest.mark.parametrize("present, module", [
+    ({"onnxruntime": "1.31.1", "onnxruntime-gpu": "1.31.1", "opencv-python-headless": "5.1"}, "onnxruntime"),
+    ({"onnxruntime-gpu": "1.31.1", "opencv-python": "5.1", "opencv-python-headless": "5.1"}, "cv2"),
+])
+def test_doctor_fails_with_the_fix_when_two_distributions_share_a_module(monkeypatch, present, module):
+    _fake_dists(monkeypatch, present)
+    checks = {c.what: c for c in doctor.check_distributions()}
+    bad = checks[f"{module} dists"]
+    assert bad.status == "MISSING" and bad.fatal and "whichever came last wins" in bad.detail
+    names = sorted(n for n in present if n.startswith("onnxruntime" if module == "onnxruntime" else "opencv"))
+    assert f"pip uninstall -y {' '.join(n for n in doctor.MODULE_DISTRIBUTIONS[module] if n in names)}" in bad.detail
+    assert "pip install -r requirements.txt" in bad.detail
+    other = "cv2" if module == "onnxruntime" else "onnxruntime"
+    assert checks[f"{other} dists"].status == "OK"
+
+
+def test_doctor_wants_the_gpu_onnxruntime_on_linux_x86_64(monkeypatch):
+    _fake_dists(monkeypatch, {"onnxruntime": "1.31.1", "opencv-python-headless": "5.1"})
+    monkeypatch.setattr(doctor, "gpu_ort_platform", lambda: True)
+    ort_check = {c.what: c for c in doctor.check_distributions()}["onnxruntime dists"]
+    assert ort_check.status == "WARN" and "CPU build" in ort_check.detail
+    monkeypatch.setattr(doctor, "gpu_ort_platform", lambda: False)
+    assert {c.what: c for c in doctor.check_distributions()}["onnxruntime dists"].status == "OK"
+    _fake_dists(monkeypatch, {"opencv-python-headless": "5.1"})
+    assert {c.what: c for c in doctor.check_distributions()}["onnxruntime dists"].fatal
+
+
+def test_doctor_names_the_missing_cuda_library(monkeypatch):
+    monkeypatch.setattr(doctor.ORT, "cuda_provider_error", lambda: "libcudnn.so.9: cannot open shared object file")
+    bad = next(c for c in doctor.check_onnxruntime(cuda=True) if c.what == "onnxruntime cuda")
+    assert bad.fatal and "libcudnn.so.9" in bad.detail
+    monkeypatch.setattr(doctor.ORT, "cuda_provider_error", lambda: None)
+    assert next(c for c in doctor.check_onnxruntime(cuda=True) if c.what == "onnxruntime cuda").status == "OK"
+    assert not any(c.what == "onnxruntime cuda" for c in doctor.check_onnxruntime(cuda=False))
+
+
+def test_cuda_provider_error_names_a_library_on_this_machine():
+    """Here (no GPU driver) onnxruntime-gpu's CUDA provider cannot load, and the loader says which file."""
+    import torch
+
+    from builder import ort
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA machine")
+    error = ort.cuda_provider_error()
+    assert error is not None and (".so" in error or "no CUDA provider" in error)
+
+
+def test_doctor_prints_the_provider_of_each_onnx_model(tmp_path):
+    from builder.cli.common import build_config
+
+    cfg = build_config(_doctor_args("--weights-dir", str(tmp_path), "--set", "runtime.device=cpu",
+                                    "--set", "swap.swapper=inswapper_128"))
+    check = doctor.check_onnx_providers(cfg, cuda_ok=True)
+    assert "inswapper_128" in check.detail and check.detail.endswith("CPUExecutionProvider")
+    assert f"{cfg.faces.insightface_pack}/" in check.detail  # the pack's two nets
+    cfg.runtime.device = "cuda"
+    import onnxruntime
+
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        assert "cannot load" in doctor.check_onnx_providers(cfg, cuda_ok=False).detail
 
 
 def test_doctor_sd_scripts_and_accelerate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -133,8 +193,12 @@ def test_doctor_marks_weights_the_config_needs(tmp_path: Path) -> None:
     path = W.weight_path("gfpgan_v1.4", str(tmp_path))
     checks = {c.what: c for c in doctor.check_weights(cfg)}
     assert checks["weight gfpgan_v1.4"].status == "MISSING"
-    assert "needed by this config" in checks["weight gfpgan_v1.4"].detail
-    assert "not used by this config" in checks["weight codeformer"].detail
+    assert "fetched by the first run" in checks["weight gfpgan_v1.4"].detail
+    # At a glance: only what this config needs, the rest behind --all.
+    assert "weight codeformer" not in checks and "--all" in checks["other weights"].detail
+    assert len([c for c in checks if c.startswith("weight ")]) == len(needed_for(cfg)) < len(W.REGISTRY)
+    everything = {c.what: c for c in doctor.check_weights(cfg, show_all=True)}
+    assert "not used by this config" in everything["weight codeformer"].detail
     path.parent.mkdir(parents=True)
     path.write_bytes(b"not the official file")
     checks = {c.what: c for c in doctor.check_weights(cfg)}

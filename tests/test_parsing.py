@@ -1,4 +1,4 @@
-"""Face parsing: facexlib's checkpoints load strictly, inputs are normalised per model, labels are BiSeNet's."""
+"""Face parsing: facexlib's checkpoints load strictly into our nets, inputs are normalised per model, labels are BiSeNet's."""
 
 from __future__ import annotations
 
@@ -89,10 +89,10 @@ class _LogitStub(nn.Module):
         self.labels = torch.from_numpy(labels.astype(np.int64))
         self.seen: list[torch.Tensor] = []
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.seen.append(x.clone())
         logits = torch.nn.functional.one_hot(self.labels, 19).permute(2, 0, 1).float() * 5.0 - 1.0
-        return logits[None].expand(len(x), -1, -1, -1), x
+        return logits[None].expand(len(x), -1, -1, -1)
 
 
 def test_label_map_applied_to_constructed_logits_and_inputs_normalised_per_model() -> None:

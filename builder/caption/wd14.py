@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from builder import weights
+from builder import ort, weights
 from builder.caption.hub import from_pretrained
 from builder.config import Config
 from builder.console import console, random_weights_banner
-from builder.errors import CheckpointError, ConfigError, MissingWeightError
+from builder.errors import BuilderError, CheckpointError, ConfigError, MissingWeightError
 
 WD14_MODELS = {
     "wd14_swinv2": "SmilingWolf/wd-swinv2-tagger-v3",
@@ -151,14 +151,6 @@ class WD14Tagger:
         return [self.select(p) for p in self.probabilities(images)]
 
 
-def _providers(device: torch.device) -> list[str]:
-    import onnxruntime as ort
-
-    wanted = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else ["CPUExecutionProvider"]
-    available = ort.get_available_providers()
-    return [p for p in wanted if p in available] or ["CPUExecutionProvider"]
-
-
 def tagger_folder(model: str, weights_dir: str = "") -> Path:
     """The folder holding the tagger's model.onnx and selected_tags.csv for caption.wd14_model."""
     folder = Path(model).expanduser()
@@ -226,8 +218,6 @@ def placeholder_tags(n_general: int = 48, n_character: int = 12) -> TagList:
 
 def load_wd14(cfg: Config, device: torch.device) -> WD14Tagger:
     """The WD14 tagger for cfg.caption.wd14_model; a random-weight graph under --random-weights."""
-    import onnxruntime as ort
-
     settings = TagSettings.from_config(cfg)
     model = cfg.caption.wd14_model
     if cfg.runtime.random_weights:
@@ -238,18 +228,18 @@ def load_wd14(cfg: Config, device: torch.device) -> WD14Tagger:
         except MissingWeightError:
             labels = placeholder_tags()
         graph = random_tagger_onnx(len(labels.names), cfg.runtime.seed)
-        session, source = ort.InferenceSession(graph.SerializeToString(), providers=_providers(device)), model
+        session, source = ort.session(graph.SerializeToString(), device), model
     else:
         folder = tagger_folder(model, cfg.runtime.weights_dir)
         labels = read_tags(folder / TAGS_FILE)
         try:
-            session = ort.InferenceSession(str(folder / MODEL_FILE), providers=_providers(device))
-        except Exception as exc:  # onnxruntime raises its own exception types for bad files
-            raise CheckpointError(f"{folder / MODEL_FILE}: onnxruntime cannot load it ({exc})") from None
+            session = ort.session(folder / MODEL_FILE, device)
+        except BuilderError as exc:
+            raise CheckpointError(str(exc)) from None
         source = str(folder)
     if labels.categories[:N_RATINGS] != (RATING,) * N_RATINGS:
         raise CheckpointError(f"{source}: {TAGS_FILE} does not start with the four rating tags of a v3 tagger")
     kind = "random weights" if cfg.runtime.random_weights else "ONNX"
-    console.print(f"tagger: WD14 ({kind}, {source}, {len(labels.names)} tags) on {session.get_providers()[0]}")
+    console.print(f"tagger: WD14 ({kind}, {source}, {len(labels.names)} tags) on {ort.provider_of(session)}")
     return WD14Tagger(session, labels, settings, source)
 

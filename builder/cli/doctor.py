@@ -12,6 +12,7 @@ import argparse
 import importlib
 import importlib.metadata
 import os
+import platform
 import shutil
 import sys
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
+from builder import ort as ORT
 from builder import weights as W
 from builder.cli.common import add_shared_flags, build_config
 from builder.config import Config
@@ -28,10 +30,14 @@ from builder.needs import needed_for
 
 MIN_PYTHON = (3, 11)
 MIN_FREE_GB = 10.0  # weights ~3 GB, an SD 1.5 checkpoint 4 GB, plus a run's images
-CORE_IMPORTS = ("numpy", "cv2", "PIL", "torchvision", "insightface", "transformers", "diffusers",
+CORE_IMPORTS = ("numpy", "cv2", "PIL", "torchvision", "onnx", "transformers", "diffusers",
                 "safetensors", "huggingface_hub")
 ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-directml",
                      "onnxruntime-openvino", "onnxruntime-silicon", "onnxruntime-qnn")
+CV2_DISTRIBUTIONS = ("opencv-python-headless", "opencv-python", "opencv-contrib-python",
+                     "opencv-contrib-python-headless")
+# Each module that several distributions install: only one of them may be there.
+MODULE_DISTRIBUTIONS = {"onnxruntime": ORT_DISTRIBUTIONS, "cv2": CV2_DISTRIBUTIONS}
 STYLE = {"OK": "green", "WARN": "yellow", "MISSING": "red"}
 
 
@@ -51,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         "Offline. Exits 1 only if something needed to run at all is broken.",
     )
     add_shared_flags(p, "--sd-scripts")
+    p.add_argument("--all", action="store_true", dest="show_all",
+                   help="list every registry weight, not only the ones this config needs")
     return p
 
 
@@ -98,10 +106,10 @@ def check_imports() -> list[Check]:
     return out
 
 
-def installed_ort() -> list[str]:
-    """The onnxruntime distributions installed (they all provide the same module)."""
+def installed(dists: tuple[str, ...]) -> list[str]:
+    """``name==version`` of each of ``dists`` installed."""
     found = []
-    for dist in ORT_DISTRIBUTIONS:
+    for dist in dists:
         try:
             found.append(f"{dist}=={importlib.metadata.version(dist)}")
         except importlib.metadata.PackageNotFoundError:
@@ -109,33 +117,77 @@ def installed_ort() -> list[str]:
     return found
 
 
-def check_onnxruntime(cuda: bool) -> list[Check]:
-    dists = installed_ort()
+def gpu_ort_platform() -> bool:
+    """Where requirements.txt installs onnxruntime-gpu."""
+    return sys.platform == "linux" and platform.machine() == "x86_64"
+
+
+def check_distributions() -> list[Check]:
+    """Exactly one distribution of each shared module, and the GPU onnxruntime where it should be."""
     checks = []
-    if not dists:
-        return [Check("MISSING", "onnxruntime", "no onnxruntime distribution installed", fatal=True)]
-    if len(dists) > 1:
-        checks.append(Check(
-            "WARN", "onnxruntime dists",
-            f"{', '.join(dists)} are all installed; they share one module and the last one "
-            "installed wins. Keep one: pip uninstall -y onnxruntime onnxruntime-gpu && "
-            "pip install onnxruntime-gpu==<ver> (CUDA) or onnxruntime==1.32.0 (CPU)",
-        ))
-    else:
-        checks.append(Check("OK", "onnxruntime dists", dists[0]))
+    for module, dists in MODULE_DISTRIBUTIONS.items():
+        found = installed(dists)
+        what = f"{module} dists"
+        if not found:
+            checks.append(Check("MISSING", what, f"none of {', '.join(dists)} installed; "
+                                "pip install -r requirements.txt", fatal=True))
+        elif len(found) > 1:
+            names = " ".join(f.split("==")[0] for f in found)
+            checks.append(Check(
+                "MISSING", what,
+                f"{', '.join(found)} all install the one `{module}` module, whichever came last wins. "
+                f"Fix: pip uninstall -y {names} && pip install -r requirements.txt", fatal=True))
+        elif module == "onnxruntime" and gpu_ort_platform() and not found[0].startswith("onnxruntime-gpu=="):
+            checks.append(Check("WARN", what, f"{found[0]}: the CPU build; ONNX models will not use the GPU. "
+                                f"Fix: pip uninstall -y {found[0].split('==')[0]} && pip install -r requirements.txt"))
+        else:
+            checks.append(Check("OK", what, found[0]))
+    return checks
+
+
+def check_onnxruntime(cuda: bool) -> list[Check]:
     try:
         import onnxruntime as ort
 
         providers = ort.get_available_providers()
     except Exception as exc:
-        return [*checks, Check("MISSING", "onnxruntime", f"import failed: {exc}", fatal=True)]
-    status = "OK"
-    detail = ", ".join(providers)
-    if cuda and "CUDAExecutionProvider" not in providers:
-        status = "WARN"
-        detail += " (torch sees a GPU but onnxruntime has no CUDA provider: README, GPU providers)"
-    checks.append(Check(status, "onnxruntime providers", detail))
+        return [Check("MISSING", "onnxruntime", f"import failed: {exc}", fatal=True)]
+    checks = [Check("OK", "onnxruntime providers", ", ".join(providers))]
+    if cuda:
+        error = ORT.cuda_provider_error()
+        if error:
+            checks.append(Check(
+                "MISSING", "onnxruntime cuda",
+                f"the CUDA provider cannot load: {error}. onnxruntime-gpu 1.31 needs CUDA 13 and cuDNN 9 "
+                "(pip install -r requirements.txt brings them as nvidia-* wheels)", fatal=True))
+        else:
+            checks.append(Check("OK", "onnxruntime cuda", "the CUDA provider loads"))
     return checks
+
+
+def onnx_models(cfg: Config) -> list[str]:
+    """The ONNX models this config runs (registry names; the insightface pack as its two nets)."""
+    names = []
+    for name in needed_for(cfg):
+        spec = W.REGISTRY.get(name)
+        if spec is None:
+            continue
+        if spec.kind == "zip":
+            names += [f"{name}/{m}" for m in spec.members if m.endswith(".onnx")]
+        elif spec.filename.endswith(".onnx") or any(m.endswith(".onnx") for m in spec.members):
+            names.append(name)
+    return names
+
+
+def check_onnx_providers(cfg: Config, cuda_ok: bool) -> Check:
+    """Which provider each ONNX model of this config will run on."""
+    chosen = ORT.providers(cfg.runtime.device)[0]
+    if chosen == ORT.CUDA and not cuda_ok:
+        chosen = f"{ORT.CPU} (the CUDA provider cannot load)"
+    models = onnx_models(cfg)
+    if cfg.runtime.random_weights or not models:
+        return Check("OK", "onnx models", f"random-weight stand-ins or none: all on {chosen}")
+    return Check("OK", "onnx models", f"{', '.join(models)}: {chosen}")
 
 
 def _existing_parent(path: Path) -> Path:
@@ -156,10 +208,13 @@ def check_disk(cfg: Config) -> list[Check]:
     return checks
 
 
-def check_weights(cfg: Config) -> list[Check]:
-    needed = set(needed_for(cfg))
+def check_weights(cfg: Config, show_all: bool = False) -> list[Check]:
+    """What this config needs, and whether the first run fetches it; with ``show_all`` every registry file."""
+    needed = needed_for(cfg)
+    names = list(W.REGISTRY) if show_all else [n for n in needed if n in W.REGISTRY]
     checks = []
-    for name, spec in W.REGISTRY.items():
+    for name in names:
+        spec = W.REGISTRY[name]
         st = W.state(name, cfg.runtime.weights_dir)
         role = "needed by this config" if name in needed else ("optional" if spec.optional else "not used by this config")
         if st.state in (W.PRESENT, W.UNVERIFIED):
@@ -167,9 +222,16 @@ def check_weights(cfg: Config) -> list[Check]:
         elif st.state == W.BAD:
             checks.append(Check("WARN", f"weight {name}", f"{st.detail} at {st.path} ({role}); "
                                 f"`weights --fetch {name}` replaces it"))
+        elif name in needed:
+            size = f", {spec.size / 1e9:.2f} GB" if spec.size else ""
+            checks.append(Check("MISSING", f"weight {name}", f"fetched by the first run{size} "
+                                f"(`weights --fetch {name}` now, or put it at {st.path})"))
         else:
             checks.append(Check("MISSING", f"weight {name}", f"{role}; `weights --fetch {name}` "
                                 f"or put it at {st.path}"))
+    if not show_all:
+        others = len(W.REGISTRY) - len(names)
+        checks.append(Check("OK", "other weights", f"{others} registry files this config does not use (--all lists them)"))
     checks.append(check_base_model_source(cfg))
     return checks
 
@@ -213,8 +275,10 @@ def run(args: argparse.Namespace) -> int:
     cfg = build_config(args)
     checks = [check_python(), *check_torch()]
     cuda = any(c.what == "cuda" and c.status == "OK" for c in checks)
-    checks += check_onnxruntime(cuda) + check_imports() + check_disk(cfg)
-    checks += check_weights(cfg) + check_sd_scripts(cfg)
+    checks += check_distributions() + check_onnxruntime(cuda)
+    cuda_ok = not any(c.what == "onnxruntime cuda" and c.status != "OK" for c in checks)
+    checks += [check_onnx_providers(cfg, cuda_ok), *check_imports(), *check_disk(cfg)]
+    checks += check_weights(cfg, getattr(args, "show_all", False)) + check_sd_scripts(cfg)
     out = Console(soft_wrap=True, highlight=False)
     width = max(len(c.what) for c in checks)
     for c in checks:

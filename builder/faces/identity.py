@@ -2,7 +2,8 @@
 
 ``dlib``: dlib_face_recognition_resnet_model_v1 (128-d) from face-recognition-models, fed the
 68 landmarks. ``insightface``: the pack's recognition net (glintr100 in antelopev2,
-w600k_r50 in buffalo_l) through insightface's ArcFaceONNX, on the arcface-aligned crop.
+w600k_r50 in buffalo_l) through faces/ort_models.py (insightface's ArcFaceONNX written out), on
+the arcface-aligned crop.
 Every embedding is L2-normalised, so cosine similarity is a dot product.
 """
 

@@ -1,5 +1,8 @@
 """Face parsing of FFHQ-512 crops with facexlib's BiSeNet or ParseNet, labels in BiSeNet numbering.
 
+The networks are ``builder/models/face_parsing.py``, facexlib's written out (facexlib itself
+is test-only).
+
 Architectures and checkpoints are facexlib 0.3.0's (``facexlib/parsing/__init__.py:
 init_parsing_model``): ``BiSeNet(num_class=19)`` with ``parsing_bisenet.pth`` and
 ``ParseNet(in_size=512, out_size=512, parsing_ch=19)`` with ``parsing_parsenet.pth``,
@@ -62,13 +65,13 @@ class ParserSpec:
 
 
 def _bisenet() -> nn.Module:
-    from facexlib.parsing.bisenet import BiSeNet
+    from builder.models.face_parsing import BiSeNet
 
     return BiSeNet(num_class=19)
 
 
 def _parsenet() -> nn.Module:
-    from facexlib.parsing.parsenet import ParseNet
+    from builder.models.face_parsing import ParseNet
 
     return ParseNet(in_size=PARSE_SIZE, out_size=PARSE_SIZE, parsing_ch=19)
 
@@ -97,7 +100,7 @@ class TorchFaceParser:
             for i in range(0, len(crops), self.batch_size):
                 x = torch.from_numpy(np.ascontiguousarray(crops[i : i + self.batch_size, ..., ::-1])).to(self.device)
                 x = (x.permute(0, 3, 1, 2).to(self.dtype) / 255.0 - self._mean) / self._std
-                logits = self.net(x)[0]
+                logits = self.net(x)
                 out.append(logits.argmax(dim=1).to(torch.uint8).cpu().numpy())
         labels = np.concatenate(out)
         return labels if self.spec.to_bisenet is None else self.spec.to_bisenet[labels]

@@ -1,11 +1,12 @@
 """What the ONNX swappers (inswapper, hyperswap, simswap) share.
 
-- a session on the providers ``doctor`` lists (CUDA first on a GPU device, else the CPU);
+- a session on ``builder.ort``'s providers (CUDA first on a GPU device, else the CPU);
 - the check that a graph has the inputs and output its loader feeds and reads, so a wrong
   file is refused at load with its path and what is wrong, not deep inside onnxruntime;
 - the recognizer these swappers were trained with: insightface's ArcFace w600k_r50 from the
   buffalo_l pack, on FaceFusion's ``arcface_112_v2`` crop (insightface's own 112 template)
-  through insightface's ArcFaceONNX (x / 127.5 - 1, BGR -> RGB), returning the raw embedding;
+  through ``faces/ort_models.py``'s ArcFace, insightface's ArcFaceONNX written out
+  (x / 127.5 - 1, BGR -> RGB), returning the raw embedding;
 - the crop tensors: BGR uint8 -> RGB float32 NCHW ``(x / 255 - mean) / std`` and back, with
   the output clipped to [0, 1] first, as FaceFusion's prepare/normalize_crop_frame do;
 - ``OnnxSwapper``, the Swapper every one of them is; each module adds its identity rule.
@@ -26,11 +27,11 @@ import numpy as np
 import onnx
 import torch
 
-from builder import weights
+from builder import ort, weights
 from builder.config import Config
 from builder.errors import BuilderError, ConfigError
 from builder.faces import align
-from builder.faces.detect_insightface import load_onnx_model, providers_for
+from builder.faces.detect_insightface import load_onnx_model
 from builder.faces.random_onnx import save
 
 FLOAT = "tensor(float)"
@@ -48,14 +49,6 @@ class Port:
 
     name: str
     shape: Shape
-
-
-def providers(device: torch.device) -> list[str]:
-    """doctor's providers for ``device``, less any this onnxruntime build lacks (no warning spam)."""
-    import onnxruntime as ort
-
-    available = set(ort.get_available_providers())
-    return [p for p in providers_for(device.type)[0] if p in available] or ["CPUExecutionProvider"]
 
 
 def _fits(actual: Sequence[Any], expected: Shape) -> bool:
@@ -96,16 +89,13 @@ def check_signature(path: Path, what: str, session: Any, inputs: Sequence[Port],
 
 def open_session(path: Path, device: torch.device, what: str, inputs: Sequence[Port], output: Shape) -> Any:
     """An onnxruntime session on ``path`` whose signature has been checked."""
-    import onnxruntime as ort
+    import onnxruntime
 
-    options = ort.SessionOptions()
+    options = onnxruntime.SessionOptions()
     # Errors only: inswapper's emap is an initializer no node reads, which onnxruntime
     # would otherwise warn about on every load.
     options.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(path), options, providers=providers(device))
-    except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
-        raise BuilderError(f"{path}: cannot load as an ONNX model ({exc})") from exc
+    session = ort.session(path, device, options)
     check_signature(path, what, session, inputs, output)
     return session
 
