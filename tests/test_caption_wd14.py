@@ -186,5 +186,5 @@ def test_the_config_offers_exactly_the_registered_backends() -> None:
     from builder.caption import base
     from builder.config import CaptionConfig
 
-    # "auto" is not a backend: base.backend_for turns it into one per model family
+    # "auto" is not a backend: base.backend_name turns it into one per model family
     assert set(typing.get_args(typing.get_type_hints(CaptionConfig)["backend"])) == {*base.BACKENDS, "auto"}
