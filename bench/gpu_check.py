@@ -13,7 +13,8 @@ downloaded. Sections:
 - fused: images per second through the fused pass for each swapper (restorer none), each
   restorer (swapper ghost) and both ``best`` modes, at batch 1 and at the default batch, with the
   per-model forward seconds (bench.pipeline's wrappers) and the peak VRAM of each run;
-- sampler: seconds per image of the tiny random SD 1.5 and SDXL pipelines (the tests' ones).
+- sampler: seconds per image of the tiny random SD 1.5 and SDXL pipelines (the tests' ones),
+  and at full size for a base model already on disk (--sd15 PATH, --sdxl PATH; Hub offline).
 
 Each section runs under one global time budget (--budget, 540 s): once it is spent the rest are
 recorded as skipped. A section that fails is recorded with its error; the others still run.
@@ -27,6 +28,7 @@ import contextlib
 import copy
 import dataclasses
 import json
+import os
 import sys
 import tempfile
 import time
@@ -328,7 +330,29 @@ def fused(entry: dict, budget: Budget, device: torch.device, tiny: bool, photos:
 # ---------------------------------------------------------------- sampler
 
 
-def sampler(entry: dict, budget: Budget, device: torch.device, tiny: bool) -> None:
+def full_size(path: Path, device: torch.device, tiny: bool) -> dict:
+    """A real base model already on disk, loaded as the sampler loads it, at its family's size."""
+    from builder import families
+    from builder.config import Config
+    from builder.sample.pipeline import load_pipeline, pipeline_family
+
+    cfg = Config()
+    fam = families.family(pipeline_family(path, cfg))
+    size = 64 if tiny else fam.RESOLUTION
+    steps = 2 if tiny else 25
+    track = peak_vram(device)
+    pipe = load_pipeline(path, cfg, device)
+    gen = torch.Generator(device).manual_seed(0)
+    pipe("a photo", num_inference_steps=2, height=size, width=size, generator=gen, output_type="np")  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    pipe("a photo", num_inference_steps=steps, height=size, width=size, generator=gen, output_type="np")
+    sync(device)
+    return {"family": fam.NAME, "size": size, "steps": steps, "images": 1,
+            "s_per_image": round(time.perf_counter() - t0, 4), "peak_vram_mib": track()}  # fmt: skip
+
+
+def sampler(entry: dict, budget: Budget, device: torch.device, tiny: bool, bases: dict[str, Path | None]) -> None:
     from tests.fixtures.clip import write_clip_tokenizer
     from tests.fixtures.tiny_sd import build_tiny_pipeline
     from tests.fixtures.tiny_sdxl import build_tiny_sdxl_pipeline
@@ -354,7 +378,11 @@ def sampler(entry: dict, budget: Budget, device: torch.device, tiny: bool) -> No
                         "peak_vram_mib": track()}  # fmt: skip
 
             item(entry, name, budget, run)
-    entry["full size"] = {"status": "not run: the check never downloads, and full-size real weights are not looked up yet"}
+    for name, path in bases.items():
+        if path is None or not path.exists():
+            entry[f"{name} full size"] = {"status": f"not run: no local base model (--{name} PATH; nothing is downloaded)"}
+        else:
+            item(entry, f"{name} full size", budget, lambda path=path: full_size(path, device, tiny))
 
 
 # ---------------------------------------------------------------- report
@@ -400,12 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for the whole check; later sections are skipped")
     ap.add_argument("--photos", type=int, default=16, help="donor photos through the fused pass")
     ap.add_argument("--tiny", action="store_true", help="a few candidates, one photo pair, few sampler steps")
+    ap.add_argument("--sd15", type=Path, help="a local SD 1.5 base model (file or diffusers folder) to time at full size")
+    ap.add_argument("--sdxl", type=Path, help="a local SDXL base model to time at full size")
     ap.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: check the code paths here
     args = ap.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print(NEEDS_CUDA)
         return 0
+    # a single-file base model's component configs would otherwise be fetched from the Hub
+    os.environ["HF_HUB_OFFLINE"] = os.environ["TRANSFORMERS_OFFLINE"] = "1"
     out = args.out or Path(tempfile.mkdtemp(prefix="gpu_check_"))
     budget = Budget(args.budget)
     photos = 2 if args.tiny else args.photos
@@ -419,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
         ("precision", lambda e: precision(e, budget, device, args.tiny)),
         ("providers", lambda e: providers(e, budget, device, args.tiny)),
         ("fused", lambda e: fused(e, budget, device, args.tiny, photos)),
-        ("sampler", lambda e: sampler(e, budget, device, args.tiny)),
+        ("sampler", lambda e: sampler(e, budget, device, args.tiny, {"sd15": args.sd15, "sdxl": args.sdxl})),
     ]
     for name, fn in steps:
         with section(report, name, budget) as entry:
