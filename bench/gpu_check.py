@@ -160,7 +160,7 @@ def restorer_runner(restorer: Any, x: torch.Tensor, device: torch.device) -> Cal
     """A TorchRestorer's own forward (CodeFormer's w, GPEN's wrapper) at a dtype."""
 
     def run(dtype: torch.dtype) -> torch.Tensor:
-        r = dataclasses.replace(restorer, net=copy.deepcopy(restorer.net).to(device, dtype), dtype=dtype)
+        r = dataclasses.replace(restorer, net=copy.deepcopy(restorer.net).to(device, dtype), device=device, dtype=dtype)
         return r.forward(x.to(device, dtype))
 
     return run
