@@ -254,11 +254,13 @@ def assert_intact(out: Path, before: dict[str, bytes]) -> None:
 
 def test_disk_full_fails_clearly_and_keeps_what_was_written(setup, reference, data_dir, tmp_path, monkeypatch, capsys):
     out, before, argv = resume_with_more_photos(setup, reference, data_dir, tmp_path)
-    calls = fail_writes_under(monkeypatch, out / "results", errno.ENOSPC, after=1)
+    # A result writes its loss mask (results/masks/) and then its image: two files under results/.
+    calls = fail_writes_under(monkeypatch, out / "results", errno.ENOSPC, after=2)
     capsys.readouterr()
     assert launch.main(argv) == 2
     text = " ".join(capsys.readouterr().err.split())
-    assert len(calls) == 2  # the first new result was written, the second hit the full disk
+    assert len(calls) == 3, calls  # the first new result was written, the second hit the full disk
+    assert "/masks/" in calls[0] and "/masks/" not in calls[1]
     assert f"cannot write {out / 'results'}/" in text and "No space left on device" in text
     assert "Traceback" not in text
     assert_intact(out, before)

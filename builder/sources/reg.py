@@ -68,16 +68,18 @@ def _name(index: int, payload: dict) -> str:
 
 
 def plan_reg_images(cfg: Config, out: Path, base_model: Path, family: str) -> list[RegImage]:
+    from builder.families import sample_settings
     from builder.kohya.toml import resolution_for
     from builder.sample.prompts import sampler_name
 
     size = resolution_for(cfg, family)
     folder = reg_dir(out, cfg)
+    d = sample_settings(cfg, family)  # [sample] over the family's defaults, as the sampler reads them
     images = []
     for i, (prompt, seed) in enumerate(reg_prompts(cfg, cfg.dataset.reg_generate)):
         spec = {
-            "prompt": prompt, "seed": seed, "steps": cfg.sample.steps, "guidance": cfg.sample.guidance,
-            "width": size, "height": size, "sampler": sampler_name(cfg.sample.sampler), "base_model": str(base_model),
+            "prompt": prompt, "seed": seed, "steps": d.steps, "guidance": d.guidance, "width": size,
+            "height": size, "sampler": sampler_name(d.sampler) if d.sampler else "", "base_model": str(base_model),
         }
         images.append(RegImage(file=str((folder / _name(i, spec)).relative_to(out)), **spec))
     return images
