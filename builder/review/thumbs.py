@@ -111,7 +111,12 @@ class ThumbMaker:
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop after the thumbnail in hand, and wait for it: a daemon thread still inside OpenCV
+        when the interpreter exits aborts the process ("terminate called without an active
+        exception"), which turned a clean Ctrl-C into exit code -6."""
         self._queue.put((-1, -1, "", ""))
+        if self._thread is not None:
+            self._thread.join(timeout=30)
 
     def _enqueue(self, cid: str, kind: str, priority: int) -> Future[Path]:
         with self._lock:
