@@ -19,7 +19,13 @@ import time
 from pathlib import Path
 
 from tests.conftest import DATA
-from tests.fixtures.review import build_random_run, chromium, many_results, serving
+from tests.fixtures.review import (
+    EVERY_RESULT_TRAINS,
+    build_random_run,
+    chromium,
+    many_results,
+    serving,
+)
 
 
 def measure(out: Path, clip: Path, driver, presses: int) -> tuple[list[float], list[float]]:
@@ -27,7 +33,7 @@ def measure(out: Path, clip: Path, driver, presses: int) -> tuple[list[float], l
 
     (folder,) = (out / "img").iterdir()
     card_ms, disk_ms = [], []
-    with serving(out, clip) as server:
+    with serving(out, clip, *EVERY_RESULT_TRAINS) as server:
         driver.get(server.url + "?sort=key&desc=0")
         while driver.execute_script("return document.body.dataset.loaded !== '1'"):
             time.sleep(0.05)

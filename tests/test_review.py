@@ -31,6 +31,7 @@ from builder.manifest import (
 from builder.overrides import OVERRIDES, load_overrides, set_override
 from tests.fixtures.review import (
     DONORS,
+    EVERY_RESULT_TRAINS,
     build_random_run,
     chromium,
     chromium_or_skip,
@@ -602,7 +603,7 @@ def test_page_for_200_results(run200, browser, tmp_path):
     src, clip = run200
     out = tmp_path / "run"
     shutil.copytree(src, out, symlinks=True)
-    with serving(out, clip) as server:
+    with serving(out, clip, *EVERY_RESULT_TRAINS) as server:
         open_page(driver, server.url + "?sort=key&desc=0")
         keys = [c.get_attribute("data-key") for c in driver.find_elements(By.CSS_SELECTOR, "article.card")]
         assert keys[:11] == [f"photo{i}.jpeg" for i in range(1, 12)] and len(keys) == 48  # natural order, one page
